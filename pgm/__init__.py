@@ -1,0 +1,23 @@
+"""pgm: Pyro programs -> graphical models -> pictures and queries; the model protocol; data.
+
+>>> import pgm
+>>> sorted(n for n in ("Model", "GraphicalModel", "graph_of", "data") if hasattr(pgm, n))
+['GraphicalModel', 'Model', 'data', 'graph_of']
+"""
+
+import importlib
+
+from pgm.extract import UNIT_LIMIT, graph_of
+from pgm.graph import GraphicalModel, Independence
+from pgm.model import Model
+from pgm.program import ProgramError
+
+__all__ = ["Model", "GraphicalModel", "Independence", "ProgramError", "graph_of", "UNIT_LIMIT", "data"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `pgm.data` pulls in scikit-learn; load it on first use.
+    if name == "data":
+        return importlib.import_module("pgm.data")
+    raise AttributeError(f"module 'pgm' has no attribute {name!r}")

@@ -1,0 +1,417 @@
+"""`pgm.graph_of`: extract the graphical model of a Pyro program.
+
+Site level: Pyro's provenance tracking (the machinery behind
+`pyro.infer.inspect.get_model_relations`) tells which sample sites each site's density depends
+on. A sample site's dependencies become directed edges; a `pyro.factor` potential's
+dependencies become its scope, a clique of undirected edges.
+
+Unit level: each site is expanded into one node per unit (element of its value, plates aside),
+and dependencies are found by autograd at random probe points: a directed edge `w -> u`
+wherever the log density of unit `u` has a nonzero derivative with respect to the value of unit
+`w`, and an undirected edge `u - w` wherever a potential has a nonzero mixed second derivative
+in `u` and `w` (its units interact). Networks are invisible to both: only sample sites are nodes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.inspect import TrackProvenance
+from pyro.ops.provenance import detach_provenance, get_provenance
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from pgm.graph import GraphicalModel
+from pgm.model import Model
+from pgm.program import check_program, isolated, sample_sites, site_kind, trace_program, unwrap
+
+__all__ = ["graph_of", "UNIT_LIMIT"]
+
+#: Largest number of units a site may be expanded into at `level="unit"`.
+UNIT_LIMIT = 1024
+#: Random probe points at which unit dependencies are evaluated (their union is taken).
+NUM_PROBES = 3
+
+
+def graph_of(
+    model: Any,
+    *args,
+    level: str = "site",
+    show_params: bool = False,
+    unit_limit: int = UNIT_LIMIT,
+    name: str | None = None,
+    **kwargs,
+) -> GraphicalModel:
+    """The graphical model of a program: a `pgm.Model` or any Pyro program with its arguments.
+
+    `level="site"` gives one node per sample site; `level="unit"` one node per unit (an RBM's
+    4 visible and 3 hidden units become `v[0]..v[3]`, `h[0]..h[2]`), for sites of at most
+    `unit_limit` units. `show_params=True` adds `pyro.param`/`pyro.module` parameters as nodes.
+    Extraction leaves the RNG states, Pyro's param store and torch's grad mode unchanged.
+
+    >>> import pyro, pyro.distributions as dist
+    >>> def chain():
+    ...     a = pyro.sample("a", dist.Normal(0., 1.))
+    ...     b = pyro.sample("b", dist.Normal(a, 1.))
+    ...     pyro.sample("c", dist.Normal(b, 1.), obs=torch.tensor(0.))
+    >>> g = graph_of(chain)
+    >>> g.directed_edges, g.nodes["c"]["kind"]
+    ([('a', 'b'), ('b', 'c')], 'observed')
+    """
+    if level not in ("site", "unit"):
+        raise ValueError(f"level: expected 'site' or 'unit', got {level!r}")
+    if not isinstance(unit_limit, int) or unit_limit < 1:
+        raise ValueError(f"unit_limit: expected a positive int, got {unit_limit!r}")
+    program, args, name = _resolve(model, args, kwargs, name)
+    with isolated(), pyro.validation_enabled(False):
+        sites, plates, trace = _site_relations(program, args, kwargs)
+        if level == "site":
+            return _site_graph(sites, plates, show_params, name)
+        return _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name)
+
+
+# ---------------------------------------------------------------------- resolving the input
+def _resolve(model, args, kwargs, name):
+    if isinstance(model, Model):
+        if not args and not kwargs:
+            args = tuple(model.example_inputs())
+        return model.model, args, name or type(model).__name__
+    if isinstance(model, nn.Module) and not callable(getattr(model, "model", None)):
+        check_program(model, "model")
+    elif isinstance(model, nn.Module):
+        return model.model, args, name or type(model).__name__
+    check_program(model, "model")
+    return model, args, name or getattr(model, "__name__", None)
+
+
+# ---------------------------------------------------------------------- site level
+def _site_relations(program: Callable, args: tuple, kwargs: dict):
+    """One provenance-tracked trace: per site its kind, distribution, shapes, plates and the
+    sites and parameters its density depends on."""
+    with torch.no_grad(), TrackProvenance(include_deterministic=True):
+        trace = trace_program(program, args, kwargs)
+    sites: dict[str, dict] = {}
+    plates: dict[str, dict] = {}
+    kinds = {name: site["type"] for name, site in trace.nodes.items()}
+    for name, site in sample_sites(trace):
+        kind = site_kind(site)
+        fn = site["fn"]
+        if kind == "deterministic":
+            density = fn.base_dist.log_prob(site["value"])
+            dist_name = "Deterministic"
+        else:
+            density = fn.log_prob(site["value"])
+            dist_name = "Factor" if kind == "factor" else type(unwrap(fn)).__name__
+        upstream = [u for u in get_provenance(density) if u != name]
+        frames = [f for f in site["cond_indep_stack"]]
+        for f in frames:
+            plates.setdefault(f.name, {"size": f.size, "dim": f.dim if f.vectorized else None})
+        sites[name] = {
+            "kind": kind,
+            "dist": dist_name,
+            "event_shape": tuple(fn.event_shape),
+            "shape": tuple(detach_provenance(site["value"]).shape) if kind != "factor" else (),
+            "plates": tuple(f.name for f in frames),
+            "parents": _in_order(trace, [u for u in upstream if kinds.get(u) == "sample"]),
+            "params": _in_order(trace, [u for u in upstream if kinds.get(u) == "param"]),
+        }
+    return sites, plates, trace
+
+
+def _in_order(trace, names) -> list[str]:
+    names = set(names)
+    return [n for n in trace.nodes if n in names]
+
+
+def _param_node(name: str) -> str:
+    # pyro.module registers "module$$$sub.weight": one node per module.
+    return name.split("$$$")[0]
+
+
+def _site_graph(sites, plates, show_params, name) -> GraphicalModel:
+    nodes, directed, undirected, factors = {}, [], [], {}
+    for s, info in sites.items():
+        if info["kind"] == "factor":
+            scope = tuple(info["parents"])
+            factors[s] = {"scope": scope, "plates": info["plates"]}
+            undirected += list(itertools.combinations(scope, 2))
+            continue
+        nodes[s] = {k: info[k] for k in ("kind", "dist", "event_shape", "shape", "plates")}
+        directed += [(p, s) for p in info["parents"] if sites[p]["kind"] != "factor"]
+    if show_params:
+        for s, info in sites.items():
+            for p in info["params"]:
+                node = _param_node(p)
+                nodes.setdefault(node, {"kind": "parameter", "dist": None, "plates": ()})
+                if info["kind"] == "factor":
+                    targets = list(info["parents"])
+                else:
+                    targets = [s]
+                directed += [(node, t) for t in targets if (node, t) not in directed]
+    used = {p for n in nodes.values() for p in n["plates"]} | {p for f in factors.values() for p in f["plates"]}
+    plates = {k: v for k, v in plates.items() if k in used}
+    return GraphicalModel(nodes, directed, undirected, plates, factors, name=name, level="site")
+
+
+# ---------------------------------------------------------------------- unit level
+class _Probe(Messenger):
+    """Replaces every sample site's value by a leaf tensor that requires grad, at a random
+    point of its support (floats strictly inside (0, 1) for binary units), so that autograd
+    can tell which units each density depends on. Deterministic sites become leaves too, so
+    that dependencies stop at them as they do at site level."""
+
+    def __init__(self, bound: set[str]):
+        super().__init__()
+        self.bound = bound  # observed sites whose value is a probe argument: left as they are
+        self.leaves: dict[str, torch.Tensor] = {}
+        self.computed: dict[str, torch.Tensor] = {}
+
+    def _pyro_post_sample(self, msg):
+        if site_is_subsample(msg):
+            return
+        kind = site_kind(msg)
+        if kind == "factor" or msg["name"] in self.leaves:
+            return
+        value = msg["value"]
+        if kind == "deterministic":
+            self.computed[msg["name"]] = value
+            leaf = value.detach().clone().requires_grad_(value.is_floating_point())
+        elif msg["name"] in self.bound:
+            leaf = value
+        else:
+            leaf = _probe_value(msg["fn"], value)
+        msg["value"] = leaf
+        self.leaves[msg["name"]] = leaf
+
+
+def _probe_value(fn, like: torch.Tensor) -> torch.Tensor:
+    """A random point of `fn`'s support as a leaf (binary supports: a float in (0.1, 0.9))."""
+    base = unwrap(fn)
+    with torch.no_grad():
+        if _is_binary(base):
+            value = torch.rand(like.shape, dtype=_float_dtype(like), device=like.device) * 0.8 + 0.1
+        else:
+            value = fn.sample().detach()
+            if value.shape != like.shape:
+                value = value.expand(like.shape).clone()
+    if value.is_floating_point():
+        value.requires_grad_(True)
+    return value
+
+
+def _is_binary(base) -> bool:
+    return isinstance(base, (dist.Bernoulli, torch.distributions.Bernoulli)) or getattr(
+        base.support, "lower_bound", None
+    ) == 0 and getattr(base.support, "upper_bound", None) == 1 and getattr(base.support, "is_discrete", False)
+
+
+def _float_dtype(t: torch.Tensor) -> torch.dtype:
+    return t.dtype if t.is_floating_point() else torch.get_default_dtype()
+
+
+def _unit_layout(info: dict, plates: dict) -> tuple[dict[str, int], tuple[int, ...]]:
+    """Which dim of a site's value each of its plates uses, and the shape of its units."""
+    shape = info["shape"]
+    batch = len(shape) - len(info["event_shape"])
+    plate_dims = {}
+    for p in info["plates"]:
+        d = plates[p]["dim"]
+        if d is not None and -d <= batch:
+            plate_dims[p] = batch + d
+    unit_shape = tuple(n for i, n in enumerate(shape) if i not in plate_dims.values())
+    return plate_dims, unit_shape
+
+
+def _unit_names(name: str, unit_shape: tuple[int, ...]) -> list[str]:
+    if math.prod(unit_shape) == 1:
+        return [name]
+    return [f"{name}[{','.join(map(str, idx))}]" for idx in itertools.product(*map(range, unit_shape))]
+
+
+def _first_element(t: torch.Tensor, plate_dims) -> torch.Tensor:
+    """`t` at index 0 of each plate dim, flattened to one entry per unit."""
+    dims = set(plate_dims)
+    index = tuple(0 if i in dims else slice(None) for i in range(t.dim()))
+    return t[index].reshape(-1)
+
+
+def _per_unit_density(fn, value: torch.Tensor) -> torch.Tensor | None:
+    """Elementwise log density over the site's full value shape, or None if the event does not
+    factorise into units (e.g. a MultivariateNormal, which then stays one node)."""
+    base = unwrap(fn)
+    if tuple(base.event_shape):
+        return None
+    lp = base.log_prob(value)
+    return lp.expand(value.shape) if lp.shape != value.shape else lp
+
+
+class _Units:
+    """The unit-level bookkeeping shared by every probe: names, plate dims, found edges."""
+
+    def __init__(self, sites: dict, plates: dict, unit_limit: int):
+        self.sites = sites
+        self.variables = [s for s, i in sites.items() if i["kind"] != "factor"]
+        self.layout: dict[str, dict[str, int]] = {}
+        self.names: dict[str, list[str]] = {}
+        for s in self.variables:
+            plate_dims, unit_shape = _unit_layout(sites[s], plates)
+            n = math.prod(unit_shape)
+            if n > unit_limit:
+                raise ValueError(
+                    f"site {s!r} has {n} units (shape {unit_shape}), more than unit_limit={unit_limit}; "
+                    "pass a larger unit_limit= or use level='site'"
+                )
+            self.layout[s] = plate_dims
+            self.names[s] = _unit_names(s, unit_shape)
+        self.directed: set[tuple[str, str]] = set()
+        self.undirected: set[tuple[str, str]] = set()
+        self.scopes: dict[str, set[str]] = {f: set() for f, i in sites.items() if i["kind"] == "factor"}
+
+    def units_hit(self, grads: dict[str, torch.Tensor], target_plates: set) -> list[str]:
+        """Units whose gradient entry is nonzero, for the plate element the target lives in:
+        index 0 of plates shared with the target, any element of the others."""
+        hit = []
+        for w, g in grads.items():
+            g = g.detach() != 0
+            dims = self.layout[w]
+            other = [d for p, d in dims.items() if p not in target_plates]
+            if other:
+                g = g.any(dim=other, keepdim=True)
+            mask = _first_element(g, dims.values())
+            hit += [self.names[w][j] for j in torch.nonzero(mask).flatten().tolist()]
+        return hit
+
+    def graph(self, nodes_info: dict, plates: dict, name) -> GraphicalModel:
+        nodes = {}
+        for s in self.variables:
+            for i, u in enumerate(self.names[s]):
+                nodes[u] = {k: self.sites[s][k] for k in ("kind", "dist", "plates")}
+                nodes[u].update(event_shape=(), site=s, index=i)
+        order = {u: i for i, u in enumerate(nodes)}
+        factors = {
+            f: {"scope": tuple(sorted(self.scopes[f], key=order.__getitem__)), "plates": self.sites[f]["plates"]}
+            for f in self.scopes
+        }
+        directed = sorted(self.directed, key=lambda e: (order[e[1]], order[e[0]]))
+        return GraphicalModel(nodes, directed, sorted(self.undirected), plates, factors, name=name, level="unit")
+
+
+def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -> GraphicalModel:
+    units = _Units(sites, plates, unit_limit)
+    for _ in range(NUM_PROBES):
+        _probe_once(program, args, kwargs, units)
+    # Parents that autograd cannot see (integer-valued sites): every unit to every unit.
+    for s in units.variables:
+        for p in sites[s]["parents"]:
+            if p in units.nondifferentiable:
+                units.directed.update((a, b) for a in units.names[p] for b in units.names[s] if a != b)
+    used = {p for i in sites.values() for p in i["plates"]}
+    return units.graph(sites, {k: v for k, v in plates.items() if k in used}, name)
+
+
+def _probe_once(program, args, kwargs, units: _Units) -> None:
+    with torch.no_grad():
+        first = trace_program(program, args, kwargs)
+    # Observed sites whose value is (a reshape of) a tensor argument: the program may compute
+    # other densities from that argument (autoregressive models), so the argument becomes the
+    # leaf, at a random point of the site's support.
+    arg_leaves, bound = {}, {}
+    for s, site in sample_sites(first):
+        if site_kind(site) != "observed":
+            continue
+        for i, a in enumerate(args):
+            if torch.is_tensor(a) and a.numel() == site["value"].numel() and a.numel() and a.data_ptr() == site["value"].data_ptr():
+                if i not in arg_leaves:
+                    arg_leaves[i] = _probe_value(site["fn"], site["value"]).reshape(a.shape).detach().requires_grad_(
+                        site["value"].is_floating_point() or _is_binary(unwrap(site["fn"]))
+                    )
+                bound[s] = arg_leaves[i]
+    probe_args = tuple(arg_leaves.get(i, a) for i, a in enumerate(args))
+    probe = _Probe(set(bound))
+    with torch.enable_grad(), probe:
+        trace = trace_program(program, probe_args, kwargs)
+    inputs, owners = [], []
+    units.nondifferentiable = set()
+    for s in units.variables:
+        leaf = bound.get(s, probe.leaves.get(s))
+        if leaf is None or not leaf.requires_grad:
+            units.nondifferentiable.add(s)
+            continue
+        inputs.append(leaf)
+        owners.append(s)
+
+    def by_site(grads) -> dict[str, torch.Tensor]:
+        return {
+            w: g.reshape(units.sites[w]["shape"]) for w, g in zip(owners, grads) if g is not None
+        }
+
+    for s, site in sample_sites(trace):
+        kind = site_kind(site)
+        if kind == "factor":
+            _factor_units(site, s, units, inputs, owners, by_site)
+            continue
+        dims = units.layout[s].values()
+        if kind == "deterministic":
+            out = probe.computed.get(s)
+            if out is None:
+                continue
+            rows = _first_element(out, dims)
+        else:
+            lp = _per_unit_density(site["fn"], site["value"])
+            if lp is None:  # a joint event stays one node: use its total density
+                lp = site["fn"].log_prob(site["value"])
+                rows = _first_element(lp, dims).sum().reshape(1)
+            else:
+                rows = _first_element(lp, dims)
+        if not rows.requires_grad:
+            continue
+        plates_of_s = set(units.sites[s]["plates"])
+        for i, grads in enumerate(_jacobian_rows(rows, inputs)):
+            target = units.names[s][i] if len(units.names[s]) == rows.shape[0] else units.names[s][0]
+            for source in units.units_hit(by_site(grads), plates_of_s):
+                if source != target:
+                    units.directed.add((source, target))
+
+
+def _jacobian_rows(rows: torch.Tensor, inputs: list[torch.Tensor]) -> list[tuple]:
+    """Gradients of each entry of `rows` w.r.t. `inputs`: one tuple per entry."""
+    n = rows.shape[0]
+    if not inputs:
+        return [() for _ in range(n)]
+    try:
+        eye = torch.eye(n, dtype=rows.dtype, device=rows.device)
+        grads = torch.autograd.grad(rows, inputs, eye, retain_graph=True, allow_unused=True, is_grads_batched=True)
+        return [tuple(None if g is None else g[i] for g in grads) for i in range(n)]
+    except RuntimeError:
+        return [torch.autograd.grad(rows[i], inputs, retain_graph=True, allow_unused=True) for i in range(n)]
+
+
+def _factor_units(site, s, units: _Units, inputs, owners, by_site) -> None:
+    """A potential's unit scope (nonzero gradient) and its interactions (nonzero Hessian)."""
+    log_factor = site["fn"].log_prob(site["value"])
+    if not log_factor.requires_grad or not inputs:
+        return
+    plate_set = set(units.sites[s]["plates"])
+    total = _first_element(log_factor, range(log_factor.dim())).sum()
+    grads = torch.autograd.grad(total, inputs, create_graph=True, allow_unused=True)
+    units.scopes[s].update(units.units_hit(by_site(grads), plate_set))
+    # Second derivatives, one row per unit of the scope (plate element 0).
+    flat = []
+    for w, g in by_site(grads).items():
+        if not g.requires_grad:
+            continue
+        entries = _first_element(g, units.layout[w].values())
+        flat += [(units.names[w][j], entries[j]) for j in range(entries.shape[0])]
+    if not flat:
+        return
+    rows = torch.stack([v for _, v in flat])
+    for (u, _), grads in zip(flat, _jacobian_rows(rows, inputs)):
+        for v in units.units_hit(by_site(grads), plate_set):
+            if v != u:
+                units.undirected.add(tuple(sorted((u, v))))
