@@ -224,7 +224,10 @@ def _unit_layout(info: dict, plates: dict) -> tuple[dict[str, int], tuple[int, .
         d = plates[p]["dim"]
         if d is not None and -d <= batch:
             plate_dims[p] = batch + d
-    unit_shape = tuple(n for i, n in enumerate(shape) if i not in plate_dims.values())
+    # Size-1 batch dims outside the site's plates only broadcast against other plates.
+    unit_shape = tuple(
+        n for i, n in enumerate(shape) if i not in plate_dims.values() and not (i < batch and n == 1)
+    )
     return plate_dims, unit_shape
 
 

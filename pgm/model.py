@@ -28,6 +28,7 @@ from torch import nn
 
 from pgm.enumerate import NotEnumerable, enumerated_log_joint
 from pgm.program import (
+    ProgramError,
     check_program,
     isolated,
     plate_frames,
@@ -192,8 +193,10 @@ class Model(nn.Module):
         reason = self.missing("sample")
         if reason is not None:
             raise NotImplementedError(f"{type(self).__name__}.sample is not available: {reason}")
-        trace = trace_program(poutine.uncondition(self.model), self.example_inputs(n))
-        drawn = {name: site["value"] for name, site in sample_sites(trace) if site["is_observed"] and site_kind(site) == "observed"}
+        inputs = self.example_inputs(n)
+        observed = self.structure(*inputs).observed
+        trace = trace_program(poutine.uncondition(self.model), inputs)
+        drawn = {name: trace.nodes[name]["value"] for name in observed}
         return next(iter(drawn.values())) if len(drawn) == 1 else drawn
 
     def _log_joint_per_datum(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -204,6 +207,46 @@ class Model(nn.Module):
         except NotEnumerable as error:
             raise NotImplementedError(str(error)) from error
         return per_datum(log_joint, nesting, x.shape[0])
+
+    def validate_data(self, *args, chunk_size: int = 4096, **kwargs) -> None:
+        """Check data before training: finite values, shapes the program accepts, and observed
+        values inside the support of their likelihood (e.g. binary data for a Bernoulli
+        decoder). Raises ValueError naming the problem. Args are the program's arguments,
+        batch first; they are checked in chunks of `chunk_size` rows."""
+        tensors = [a for a in args if torch.is_tensor(a)]
+        for i, a in enumerate(args):
+            if torch.is_tensor(a) and a.is_floating_point() and not torch.isfinite(a).all():
+                bad = int((~torch.isfinite(a)).sum())
+                raise ValueError(f"data: argument {i} has {bad} non-finite values (NaN or inf) out of {a.numel()}")
+        n = tensors[0].shape[0] if tensors and tensors[0].dim() else 0
+        starts = range(0, n, chunk_size) if n else [None]
+        for start in starts:
+            chunk = tuple(
+                a[start : start + chunk_size] if start is not None and torch.is_tensor(a) and a.dim() and a.shape[0] == n else a
+                for a in args
+            )
+            with isolated(), torch.no_grad():
+                try:
+                    trace = trace_program(self.model, chunk, kwargs)
+                except ProgramError as error:
+                    shapes = [tuple(a.shape) for a in chunk if torch.is_tensor(a)]
+                    raise ValueError(
+                        f"data: shapes {shapes} do not fit {type(self).__name__}: {error.__cause__ or error}"
+                    ) from error
+            for name, site in sample_sites(trace):
+                if site_kind(site) != "observed":
+                    continue
+                support = site["fn"].support
+                value = site["value"]
+                ok = support.check(value)
+                if not bool(ok.all()):
+                    bad = value[~ok] if ok.shape == value.shape else value
+                    raise ValueError(
+                        f"data: {int((~ok).sum())} values of observed site {name!r} lie outside the support "
+                        f"of its {type(unwrap(site['fn'])).__name__} likelihood ({support}); e.g. "
+                        f"{bad.flatten()[:3].tolist()}. Preprocess the data (e.g. binarize for a "
+                        "Bernoulli likelihood) or choose another likelihood."
+                    )
 
     @classmethod
     def from_program(
