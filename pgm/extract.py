@@ -318,6 +318,7 @@ def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -
     return units.graph(sites, {k: v for k, v in plates.items() if k in used}, name)
 
 
+@torch.enable_grad()
 def _probe_once(program, args, kwargs, units: _Units) -> None:
     with torch.no_grad():
         first = trace_program(program, args, kwargs)
@@ -337,7 +338,7 @@ def _probe_once(program, args, kwargs, units: _Units) -> None:
                 bound[s] = arg_leaves[i]
     probe_args = tuple(arg_leaves.get(i, a) for i, a in enumerate(args))
     probe = _Probe(set(bound))
-    with torch.enable_grad(), probe:
+    with probe:
         trace = trace_program(program, probe_args, kwargs)
     inputs, owners = [], []
     units.nondifferentiable = set()

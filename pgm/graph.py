@@ -96,7 +96,7 @@ class GraphicalModel:
 
     @property
     def undirected_edges(self) -> list[tuple[str, str]]:
-        return [tuple(sorted(e)) for e in self._ug.edges]
+        return sorted(tuple(sorted(e)) for e in self._ug.edges)
 
     @property
     def kind(self) -> str:
@@ -238,9 +238,12 @@ class GraphicalModel:
 
     def factor_graph(self) -> "GraphicalModel":
         """The bipartite factor-graph view: one factor node per potential (`pyro.factor` site)
-        and per conditional of a directed site (`p(x | parents)`), joined to its scope."""
+        and per conditional of a directed site (`p(x | parents)`), joined to its scope. A
+        parentless variable in the scope of a potential gets no unary `p(x)` node: its density
+        is the base measure the potentials are defined against."""
         nodes = dict(self._dg.nodes(data=True))
         edges = []
+        in_potentials = {v for spec in self.factors.values() for v in spec["scope"]}
         for name, spec in self.factors.items():
             nodes[name] = {"kind": "factor", "dist": "factor", "event_shape": (), "plates": tuple(spec.get("plates", ()))}
             edges += [(name, v) for v in spec["scope"]]
@@ -248,7 +251,7 @@ class GraphicalModel:
             if attrs["kind"] in ("factor", "parameter"):
                 continue
             parents = list(self._dg.predecessors(node))
-            if attrs["kind"] == "deterministic" and not parents:
+            if not parents and (attrs["kind"] == "deterministic" or node in in_potentials):
                 continue
             fname = f"p({node}|{','.join(parents)})" if parents else f"p({node})"
             nodes[fname] = {"kind": "factor", "dist": attrs.get("dist"), "event_shape": (), "plates": attrs.get("plates", ())}
