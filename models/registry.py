@@ -16,8 +16,8 @@ def register(name: str, **defaults: Any) -> Callable[[type], type]:
     def wrap(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name][0] is not cls:
             raise ValueError(f"model name {name!r} is already registered to {_REGISTRY[name][0].__name__}")
-        doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = (cls, dict(defaults), doc[0] if doc else "")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        _REGISTRY[name] = (cls, dict(defaults), summary)
         cls.name = name
         return cls
 

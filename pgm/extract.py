@@ -1,6 +1,6 @@
 """`pgm.graph_of`: extract the graphical model of a Pyro program.
 
-Site level: Pyro's provenance tracking (the machinery behind
+Site level: provenance tracking (`pgm.provenance`, the idea behind
 `pyro.infer.inspect.get_model_relations`) tells which sample sites each site's density depends
 on. A sample site's dependencies become directed edges; a `pyro.factor` potential's
 dependencies become its scope, a clique of undirected edges.
@@ -21,22 +21,25 @@ from typing import Any, Callable
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.inspect import TrackProvenance
-from pyro.ops.provenance import detach_provenance, get_provenance
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pgm.graph import GraphicalModel
 from pgm.model import Model
+from pgm.provenance import TrackSites, plain, provenance_of
 from pgm.program import check_program, isolated, sample_sites, site_kind, trace_program, unwrap
 
 __all__ = ["graph_of", "UNIT_LIMIT"]
 
 #: Largest number of units a site may be expanded into at `level="unit"`.
 UNIT_LIMIT = 1024
-#: Random probe points at which unit dependencies are evaluated (their union is taken).
-NUM_PROBES = 3
+#: Random probe points at which unit dependencies are evaluated (their union is taken):
+#: at least MIN_PROBES, then more until two in a row find nothing new, at most MAX_PROBES.
+MIN_PROBES, MAX_PROBES = 3, 16
+#: Binary units are probed inside (0.1, 0.9) first, then at wider points 0.5 + SPREAD * N(0, 1)
+#: so that gated networks (ReLU units dead on [0, 1]) still reveal every allowed dependency.
+SPREAD = 2.0
 
 
 def graph_of(
@@ -94,7 +97,7 @@ def _resolve(model, args, kwargs, name):
 def _site_relations(program: Callable, args: tuple, kwargs: dict):
     """One provenance-tracked trace: per site its kind, distribution, shapes, plates and the
     sites and parameters its density depends on."""
-    with torch.no_grad(), TrackProvenance(include_deterministic=True):
+    with torch.no_grad(), TrackSites():
         trace = trace_program(program, args, kwargs)
     sites: dict[str, dict] = {}
     plates: dict[str, dict] = {}
@@ -108,7 +111,7 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
         else:
             density = fn.log_prob(site["value"])
             dist_name = "Factor" if kind == "factor" else type(unwrap(fn)).__name__
-        upstream = [u for u in get_provenance(density) if u != name]
+        upstream = [u for u in provenance_of(density) if u != name]
         frames = [f for f in site["cond_indep_stack"]]
         for f in frames:
             plates.setdefault(f.name, {"size": f.size, "dim": f.dim if f.vectorized else None})
@@ -116,7 +119,7 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
             "kind": kind,
             "dist": dist_name,
             "event_shape": tuple(fn.event_shape),
-            "shape": tuple(detach_provenance(site["value"]).shape) if kind != "factor" else (),
+            "shape": tuple(plain(site["value"]).shape) if kind != "factor" else (),
             "plates": tuple(f.name for f in frames),
             "parents": _in_order(trace, [u for u in upstream if kinds.get(u) == "sample"]),
             "params": _in_order(trace, [u for u in upstream if kinds.get(u) == "param"]),
@@ -166,8 +169,9 @@ class _Probe(Messenger):
     can tell which units each density depends on. Deterministic sites become leaves too, so
     that dependencies stop at them as they do at site level."""
 
-    def __init__(self, bound: set[str]):
+    def __init__(self, bound: set[str], spread: float):
         super().__init__()
+        self.spread = spread
         self.bound = bound  # observed sites whose value is a probe argument: left as they are
         self.leaves: dict[str, torch.Tensor] = {}
         self.computed: dict[str, torch.Tensor] = {}
@@ -185,17 +189,22 @@ class _Probe(Messenger):
         elif msg["name"] in self.bound:
             leaf = value
         else:
-            leaf = _probe_value(msg["fn"], value)
+            leaf = _probe_value(msg["fn"], value, self.spread)
         msg["value"] = leaf
         self.leaves[msg["name"]] = leaf
 
 
-def _probe_value(fn, like: torch.Tensor) -> torch.Tensor:
-    """A random point of `fn`'s support as a leaf (binary supports: a float in (0.1, 0.9))."""
+def _probe_value(fn, like: torch.Tensor, spread: float = 0.0) -> torch.Tensor:
+    """A random probe point for a site, as a leaf: a draw from `fn`, or for binary units a float
+    in (0.1, 0.9) (`spread=0`) or around 1/2 with standard deviation `spread`."""
     base = unwrap(fn)
     with torch.no_grad():
         if _is_binary(base):
-            value = torch.rand(like.shape, dtype=_float_dtype(like), device=like.device) * 0.8 + 0.1
+            dtype = _float_dtype(like)
+            if spread:
+                value = 0.5 + spread * torch.randn(like.shape, dtype=dtype, device=like.device)
+            else:
+                value = torch.rand(like.shape, dtype=dtype, device=like.device) * 0.8 + 0.1
         else:
             value = fn.sample().detach()
             if value.shape != like.shape:
@@ -276,6 +285,10 @@ class _Units:
         self.undirected: set[tuple[str, str]] = set()
         self.scopes: dict[str, set[str]] = {f: set() for f, i in sites.items() if i["kind"] == "factor"}
 
+    def size(self) -> tuple[int, int, int]:
+        """How much has been found so far (to tell when probing stops finding anything)."""
+        return len(self.directed), len(self.undirected), sum(map(len, self.scopes.values()))
+
     def units_hit(self, grads: dict[str, torch.Tensor], target_plates: set) -> list[str]:
         """Units whose gradient entry is nonzero, for the plate element the target lives in:
         index 0 of plates shared with the target, any element of the others."""
@@ -307,8 +320,12 @@ class _Units:
 
 def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -> GraphicalModel:
     units = _Units(sites, plates, unit_limit)
-    for _ in range(NUM_PROBES):
-        _probe_once(program, args, kwargs, units)
+    probes, quiet = 0, 0
+    while probes < MAX_PROBES and (probes < MIN_PROBES or quiet < 2):
+        before = units.size()
+        _probe_once(program, args, kwargs, units, spread=0.0 if probes == 0 else SPREAD)
+        quiet = quiet + 1 if units.size() == before else 0
+        probes += 1
     # Parents that autograd cannot see (integer-valued sites): every unit to every unit.
     for s in units.variables:
         for p in sites[s]["parents"]:
@@ -319,7 +336,7 @@ def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -
 
 
 @torch.enable_grad()
-def _probe_once(program, args, kwargs, units: _Units) -> None:
+def _probe_once(program, args, kwargs, units: _Units, spread: float) -> None:
     with torch.no_grad():
         first = trace_program(program, args, kwargs)
     # Observed sites whose value is (a reshape of) a tensor argument: the program may compute
@@ -332,12 +349,12 @@ def _probe_once(program, args, kwargs, units: _Units) -> None:
         for i, a in enumerate(args):
             if torch.is_tensor(a) and a.numel() == site["value"].numel() and a.numel() and a.data_ptr() == site["value"].data_ptr():
                 if i not in arg_leaves:
-                    arg_leaves[i] = _probe_value(site["fn"], site["value"]).reshape(a.shape).detach().requires_grad_(
+                    arg_leaves[i] = _probe_value(site["fn"], site["value"], spread).reshape(a.shape).detach().requires_grad_(
                         site["value"].is_floating_point() or _is_binary(unwrap(site["fn"]))
                     )
                 bound[s] = arg_leaves[i]
     probe_args = tuple(arg_leaves.get(i, a) for i, a in enumerate(args))
-    probe = _Probe(set(bound))
+    probe = _Probe(set(bound), spread)
     with probe:
         trace = trace_program(program, probe_args, kwargs)
     inputs, owners = [], []
