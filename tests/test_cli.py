@@ -1,0 +1,65 @@
+"""The `pgm` command line: list and draw."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pgm.cli import main
+
+USER_PROGRAM = '''
+import pyro, pyro.distributions as dist, torch
+
+def coin_flips():
+    p = pyro.sample("p", dist.Beta(2.0, 2.0))
+    with pyro.plate("flips", 10):
+        pyro.sample("x", dist.Bernoulli(p), obs=torch.ones(10))
+'''
+
+
+def test_list_prints_registered_models(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "rbm" in out and "RBM" in out and "burglary" in out
+
+
+def test_draw_zoo_model_at_unit_level(tmp_path, capsys):
+    out = tmp_path / "rbm.dot"
+    assert main(["draw", "rbm", "-o", str(out), "--units", "--set", "v_dim=4", "--set", "h_dim=3"]) == 0
+    dot = out.read_text()
+    assert dot.count(" -- ") == 12  # K(4,3)
+
+
+def test_draw_user_program(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(USER_PROGRAM)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["draw", "my_models:coin_flips", "-o", "coin.dot"]) == 0
+    dot = (tmp_path / "coin.dot").read_text()
+    assert "cluster_flips" in dot and "->" in dot
+
+
+def test_draw_png_through_the_console_script(tmp_path):
+    pytest.importorskip("pgm.draw")
+    out = tmp_path / "burglary.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "pgm.cli", "draw", "burglary", "-o", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["draw", "nope", "-o", "x.png"], "unknown model 'nope'"),
+        (["draw", "no_such_module:f", "-o", "x.png"], "cannot import module"),
+        (["draw", "rbm", "-o", "x.png", "--set", "v_dim"], "KEY=VALUE"),
+        (["draw", "rbm", "-o", "x.png", "--set", "colour=3"], "does not accept"),
+    ],
+)
+def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
