@@ -188,6 +188,9 @@ def engines_for(model: Any) -> dict[str, str | None]:
     """Every registered engine by class name, mapped to None if it applies to `model`, else to the
     reason it does not."""
     model = as_model(model)
+    import inference
+
+    inference.load_engines()
     out = {}
     for cls in dict.fromkeys(ENGINES.values()):
         out[cls.__name__] = cls.supports(model)
