@@ -24,6 +24,7 @@ posterior mean varies across the data: Cov_x(E_q[z_u | x]) > 0.01).
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable
 
@@ -53,9 +54,24 @@ _PARTICLES = "_particles"
 
 
 def register_method(name: str) -> Callable[[Callable], Callable]:
-    """Decorator: add an estimator `fn(model, guide, x, **options) -> (batch,)` under `name`."""
+    """Decorator: add an estimator `fn(model, guide, x, **options) -> (batch,)` under `name`,
+    for `log_likelihood(..., method=name)`. `x` is one batch on the model's device; `guide` is
+    the one given to `log_likelihood` or the model's own (None when it has none); `options`
+    are `log_likelihood`'s extra keyword arguments, plus `num_samples` when `fn` takes it.
+
+    >>> @register_method("half_exact")
+    ... def _half(model, guide, x):
+    ...     return 0.5 * model.log_prob(x)
+    >>> "half_exact" in METHODS
+    True
+    >>> del METHODS["half_exact"]
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty string, got {name!r}")
 
     def wrap(fn: Callable) -> Callable:
+        if not callable(fn):
+            raise TypeError(f"register_method({name!r}): expected a function, got {type(fn).__name__}")
         METHODS[name] = fn
         return fn
 
@@ -120,6 +136,11 @@ def log_likelihood(
         if sample_chunk is None:
             sample_chunk = max(1, min(num_samples, 2**15 // min(batch_size, len(data))))
         options.update(num_samples=num_samples, sample_chunk=int(sample_chunk))
+    elif method != "exact":
+        guide = guide if guide is not None else model.guide
+        takes = inspect.signature(METHODS[method]).parameters
+        if "num_samples" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+            options.setdefault("num_samples", num_samples)
     device = model.device
     out = []
     with torch.no_grad():

@@ -143,3 +143,26 @@ def test_kl_per_dimension_and_active_units_on_a_known_encoder():
     torch.testing.assert_close(activity, torch.tensor([x.var(unbiased=False).item(), 0.0, 0.0]), atol=1e-5, rtol=1e-5)
     assert active_units(HandEncoder(), x) == 1
     assert active_units(HandEncoder(), 0.01 * x) == 0  # Var = 1e-4 < 0.01: inactive
+
+
+def test_registered_methods_get_batches_the_guide_and_num_samples():
+    from inference.evaluate import register_method
+
+    calls = []
+
+    @register_method("test_recorder")
+    def recorder(model, guide, x, *, num_samples, scale=1.0):
+        calls.append((x.shape[0], guide, num_samples))
+        return scale * exact_log_px(x)
+
+    try:
+        model = LinearGaussian("exact")
+        x = torch.randn(10, 1)
+        ll = log_likelihood(model, x, method="test_recorder", num_samples=7, batch_size=4, scale=2.0)
+        torch.testing.assert_close(ll, 2.0 * exact_log_px(x))
+        assert [c[0] for c in calls] == [4, 4, 2]
+        assert all(c[1] == model.guide and c[2] == 7 for c in calls)
+    finally:
+        METHODS.pop("test_recorder", None)
+    with pytest.raises(ValueError, match="name"):
+        register_method("")
