@@ -109,13 +109,14 @@ def log_partition(model: Any, method: str = "exact", *, data: torch.Tensor | Non
 
 
 def ais_log_likelihood(model: Any, data: torch.Tensor, *, log_z: torch.Tensor | float | None = None, method: str = "ais",
-                       **kwargs: Any) -> torch.Tensor:
+                       base_data: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
     """-energy(x) - log Z for each datum, shape (batch,), with log Z from `log_partition(model,
-    method, data=data, **kwargs)` unless given (`log_z`)."""
+    method, data=base_data, **kwargs)` unless given (`log_z`); the AIS base distribution is fitted
+    to `base_data` (default: `data` itself, e.g. pass the training set)."""
     if not torch.is_tensor(data) or data.dim() < 1:
         raise TypeError(f"data: expected a tensor with a batch dimension, got {type(data).__name__}")
     if log_z is None:
-        log_z = log_partition(model, method, data=data, **kwargs)
+        log_z = log_partition(model, method, data=data if base_data is None else base_data, **kwargs)
     with torch.no_grad():
         data = data.to(device=model.device, dtype=model.dtype)
         return -model.energy(data) - torch.as_tensor(log_z, dtype=model.dtype, device=model.device)

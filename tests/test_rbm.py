@@ -1,0 +1,137 @@
+"""RBM and Gaussian RBM: closed forms against the program's derived energy, brute-force sums and
+exact distributions."""
+
+import math
+
+import pytest
+import torch
+
+import models
+import pgm
+from inference.gibbs import Gibbs
+from models.rbm import RBM, GaussianRBM
+from pgm import Model
+from pgm.enumerate import joint_support
+import pyro.distributions as dist
+
+
+def all_binary(n, dtype=torch.float64):
+    return joint_support(dist.Bernoulli(torch.tensor(0.5, dtype=dtype)).expand([n]).to_event(1))
+
+
+def random_rbm(v_dim=8, h_dim=4, scale=0.8):
+    rbm = RBM(v_dim, h_dim, init_scale=scale).double()
+    with torch.no_grad():
+        rbm.b.normal_(0, 0.5)
+        rbm.c.normal_(0, 0.5)
+    return rbm
+
+
+def test_free_energy_is_the_program_energy_summed_over_hidden_states():
+    """Closed form F(v) vs the program's energy with h summed out by pgm.enumerate: they differ
+    by the base measures' constant (V + H) log 2 only."""
+    rbm = random_rbm(8, 4)
+    v = all_binary(8)
+    derived = Model.energy(rbm, v)  # the default: enumeration of the program's latent site
+    assert torch.allclose(rbm.energy(v) + 12 * math.log(2), derived, atol=1e-10)
+    # and the sum over hidden states of the joint energy, written out
+    h = all_binary(4)
+    brute = -torch.logsumexp(-rbm.joint_energy(v[:, None, :], h[None, :, :]), dim=1)
+    assert torch.allclose(rbm.free_energy(v), brute, atol=1e-10)
+
+
+def test_hidden_free_energy_sums_out_the_visible_units():
+    rbm = random_rbm(5, 3)
+    v, h = all_binary(5), all_binary(3)
+    brute = -torch.logsumexp(-rbm.joint_energy(v[None, :, :], h[:, None, :]), dim=1)
+    assert torch.allclose(rbm.hidden_free_energy(h), brute, atol=1e-10)
+
+
+def test_closed_form_conditionals_are_the_ratios_of_joint_probabilities():
+    rbm = random_rbm(6, 3)
+    v = torch.bernoulli(torch.full((5, 6), 0.5, dtype=torch.float64))
+    h = torch.bernoulli(torch.full((5, 3), 0.5, dtype=torch.float64))
+    for j in range(3):
+        on, off = h.clone(), h.clone()
+        on[:, j], off[:, j] = 1, 0
+        logit = rbm.joint_energy(v, off) - rbm.joint_energy(v, on)
+        assert torch.allclose(rbm.p_h_given_v(v)[:, j], torch.sigmoid(logit), atol=1e-12)
+    for i in range(6):
+        on, off = v.clone(), v.clone()
+        on[:, i], off[:, i] = 1, 0
+        logit = rbm.joint_energy(off, h) - rbm.joint_energy(on, h)
+        assert torch.allclose(rbm.p_v_given_h(h)[:, i], torch.sigmoid(logit), atol=1e-12)
+
+
+def test_closed_form_conditionals_equal_the_derived_ones():
+    """Gibbs's conditionals from one autograd gradient of the program vs the RBM's closed forms."""
+    rbm = random_rbm(6, 3)
+    gibbs = Gibbs(rbm, closed_form=False)
+    chains = gibbs.init_random(7)
+    logits = gibbs.logits(chains)
+    closed = rbm.gibbs_conditionals()
+    assert torch.allclose(logits["h"], closed["h"](chains).logits, atol=1e-10)
+    assert torch.allclose(logits["v"], closed["v"](chains).logits, atol=1e-10)
+
+
+def test_block_gibbs_sample_matches_the_exact_distribution():
+    """rbm.sample: total variation to the exact p(v) over the 16 states below 0.04 with 8000
+    chains (the sampling error alone is about 0.015)."""
+    torch.manual_seed(0)
+    rbm = random_rbm(4, 3, scale=1.0)
+    v = all_binary(4)
+    exact = torch.softmax(-rbm.free_energy(v), 0)
+    x = rbm.sample(8000, num_steps=30)
+    codes = (x * torch.tensor([8.0, 4.0, 2.0, 1.0], dtype=x.dtype)).sum(-1).long()
+    freq = torch.bincount(codes, minlength=16).double() / x.shape[0]
+    assert 0.5 * (freq - exact).abs().sum() < 0.04
+
+
+def test_gaussian_rbm_free_energy_and_log_partition():
+    torch.manual_seed(0)
+    m = GaussianRBM(2, 3, init_scale=0.7, learn_sigma=True).double()
+    with torch.no_grad():
+        m.b.normal_(0, 0.5)
+        m.c.normal_(0, 0.5)
+        m.log_sigma.normal_(0, 0.2)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    derived = Model.energy(m, x)  # the program's energy, h enumerated; v has the flat measure
+    assert torch.allclose(m.energy(x) + 3 * math.log(2), derived, atol=1e-10)
+    # log Z by quadrature on a grid (the density is a mixture of 8 Gaussians)
+    g = torch.linspace(-12, 12, 1201, dtype=torch.float64)
+    grid = torch.cartesian_prod(g, g)
+    cell = (g[1] - g[0]) ** 2
+    numeric = torch.logsumexp(-m.energy(grid), 0) + torch.log(cell)
+    assert torch.allclose(m.log_partition(), numeric, atol=1e-6)
+
+
+def test_gaussian_rbm_gibbs_samples_have_the_exact_mean():
+    """v | h ~ N(b + sigma W h, sigma^2): the exact mean is sum_h p(h) (b + sigma W h)."""
+    torch.manual_seed(1)
+    m = GaussianRBM(2, 3, init_scale=0.8).double()
+    with torch.no_grad():
+        m.c.normal_(0, 0.5)
+    h = all_binary(3)
+    s = m.sigma
+    mean_h = m.b + s * (h @ m.W.T)
+    log_ph = h @ m.c + ((mean_h**2 - m.b**2) / (2 * s**2)).sum(-1)
+    exact = (torch.softmax(log_ph, 0)[:, None] * mean_h).sum(0)
+    x = m.sample(6000, num_steps=30)
+    assert torch.allclose(x.mean(0), exact.detach(), atol=0.05)  # standard error about 0.013
+
+
+def test_registry_and_bad_input():
+    assert type(models.get("rbm")).__name__ == "RBM"
+    assert type(models.get("gaussian_rbm")).__name__ == "GaussianRBM"
+    with pytest.raises(ValueError, match="h_dim"):
+        RBM(4, 0)
+    with pytest.raises(ValueError, match=r"v: expected shape \(batch, 4\)"):
+        RBM(4, 3).energy(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="n: expected a positive int"):
+        RBM(4, 3).sample(0)
+
+
+def test_program_site_names_and_graph():
+    g = pgm.graph_of(GaussianRBM(3, 2))
+    assert set(g.nodes) >= {"v", "h"} and g.kind == "undirected"
+    assert set(pgm.graph_of(RBM(3, 2)).factors) == {"interaction", "visible_bias", "hidden_bias"}
