@@ -151,7 +151,11 @@ class VAE(Model):
     (a float: fixed; "learned": one free scale per dimension; "decoder": a decoder head);
     `num_categories` for "categorical". `prior`: "normal" (standard Normal over z_dim dims), a
     distribution with event shape (z_dim,), or a callable returning one (an `nn.Module` prior
-    is registered, so its parameters are trained). `flow`: number of IAF layers on the guide.
+    is registered, so its parameters are trained and it follows `.to()`; a distribution
+    object keeps the device and dtype it was made with). `flow`: number of IAF layers on the guide
+    (Pyro's `affine_autoregressive`, shared by all data, applied after the amortised Gaussian;
+    `flow_hidden_dims` sizes their autoregressive networks); they are submodules (`flows`), so
+    engines train them with the rest.
 
     >>> import pgm
     >>> vae = VAE(x_dim=6, z_dim=2, hidden_dims=(8,))

@@ -10,6 +10,7 @@ import torch
 
 import models
 import pgm
+import pgm.program
 from inference.evaluate import active_units, kl_per_dimension, log_likelihood
 from inference.fit import fit
 from inference.svi import SVI
@@ -245,3 +246,26 @@ def test_bad_constructor_arguments_name_themselves():
         VAE(x_dim=4, z_dim=2, prior=dist.Normal(torch.zeros(3), 1.0).to_event(1))
     with pytest.raises(ValueError, match="x_dim, x_shape"):
         VAE(x_dim=10, x_shape=(1, 3, 3), z_dim=2)
+
+
+class LearnedPrior(torch.nn.Module):
+    """A Normal prior with a learned location: an nn.Module, so its parameter is trained."""
+
+    def __init__(self, z_dim):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.full((z_dim,), 0.5))
+
+    def forward(self):
+        return dist.Normal(self.loc, 1.0).to_event(1)
+
+
+def test_priors_a_distribution_or_a_learned_module(digits):
+    laplace = dist.Laplace(torch.zeros(4), 1.0).to_event(1)
+    vae = VAE(x_dim=64, z_dim=4, hidden_dims=(16,), prior=laplace)
+    trace = vae.trace(digits.test[:3])
+    assert isinstance(pgm.program.unwrap(trace.nodes["z"]["fn"]), dist.Laplace)
+    assert pgm.graph_of(vae).directed_edges == [("z", "x")]
+    learned = VAE(x_dim=64, z_dim=4, hidden_dims=(16,), prior=LearnedPrior(4))
+    assert "prior.loc" in dict(learned.named_parameters())
+    fit(SVI(learned, lr=1e-2), digits.train, epochs=1, batch_size=128, seed=0, progress=False)
+    assert not torch.allclose(learned.prior.loc, torch.full((4,), 0.5))  # trained with the rest
