@@ -7,11 +7,18 @@ True
 
 from models.registry import available, entry, get, register
 from models.textbook import Burglary, Chain, Collider, EightSchools, Fork, MatrixFactorization
-from models.rbm import RBM
+from models.classic import BayesianLogisticRegression, GaussianMixture, NormalNormal
+from models.rbm import RBM, GaussianRBM
+from models.boltzmann import BoltzmannMachine
+from models.dbn import DBN
+from models.vae import VAE
+from models.vqvae import VQVAE
 from models.gan import GAN
 
 __all__ = [
     "available", "get", "entry", "register",
     "Chain", "Fork", "Collider", "Burglary", "EightSchools", "MatrixFactorization",
-    "RBM", "GAN",
+    "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
+    "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
+    "VAE", "VQVAE", "GAN",
 ]
