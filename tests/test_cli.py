@@ -63,3 +63,55 @@ def test_bad_input_is_one_clear_line(argv, message, capsys, tmp_path, monkeypatc
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- train, sample, eval
+def _train(tmp_path, *argv):
+    out = tmp_path / "run"
+    code = main(["train", *argv, "--out", str(out), "--quiet", "--seed", "0"])
+    return code, out
+
+
+def test_train_sample_eval_resume_vae_on_digits(tmp_path, capsys):
+    import json
+
+    import torch
+
+    code, out = _train(tmp_path, "vae", "--data", "digits", "--epochs", "1", "--batch-size", "256")
+    assert code == 0, capsys.readouterr().err
+    for name in ("config.json", "checkpoint.pt", "history.json", "loss.png", "graph.png", "samples.png"):
+        assert (out / name).exists(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["engine"] == "svi" and config["model_settings"]["x_dim"] == 64  # filled from the data
+    steps = len(json.loads((out / "history.json").read_text())["steps"]["step"])
+    assert steps == 6  # ceil(1437 / 256)
+
+    assert main(["train", "vae", "--data", "digits", "--epochs", "2", "--batch-size", "256", "--out", str(out),
+                 "--quiet", "--seed", "0", "--resume"]) == 0
+    assert len(json.loads((out / "history.json").read_text())["steps"]["step"]) == 12
+
+    assert main(["sample", str(out), "-n", "5", "-o", str(tmp_path / "s.pt")]) == 0
+    x = torch.load(tmp_path / "s.pt")
+    assert x.shape == (5, 64) and ((x == 0) | (x == 1)).all()
+    assert main(["sample", str(out), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+    assert main(["eval", str(out), "--num-samples", "5", "--limit", "50"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["test_size"] == 50 and 0 < result["nll_nats"] < 64 * 0.7 + 1  # below the uniform 64 ln 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "vae", "--engine", "nope"], "unknown engine 'nope'"),
+        (["train", "vae", "--engine", "mle"], "Engines that would work"),
+        (["train", "vae", "--data", "nope"], "nope"),
+        (["sample", "no_such_run", "-o", "x.png"], "not a run directory"),
+    ],
+)
+def test_train_bad_input_is_one_clear_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
