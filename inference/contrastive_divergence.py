@@ -13,8 +13,9 @@ defines it. The negatives come from any `inference.sampler.Sampler`:
   samples, each re-initialised from noise with probability `reinit_prob`, and go back after
   `k` transitions (for deep EBMs with Langevin).
 
-The default sampler is `inference.Gibbs` for discrete models and `inference.Langevin`
-(ULA with ``step_size=0.01``, ``k`` steps) for continuous ones.
+The default sampler is `inference.Gibbs` for discrete models and `inference.Langevin` for
+continuous ones (MALA from ``step_size=0.05``, adapted toward 57% acceptance; pass a sampler
+for deep EBMs, e.g. ``Langevin(model, step_size=..., noise_scale=0.01)``).
 
 Metrics: ``loss``; ``energy_data`` and ``energy_samples`` (means); ``reconstruction_error``
 (mean squared difference between a batch and its chains after the sweep from it: CD only, or
@@ -120,7 +121,7 @@ class ContrastiveDivergence(Engine):
             return Gibbs(self.model)
         from inference.langevin import Langevin
 
-        return Langevin(self.model, step_size=0.01, num_steps=k)
+        return Langevin(self.model, method="mala", step_size=0.05, adapt_step_size=True, num_steps=k)
 
     # ------------------------------------------------------------------ negatives
     def _init_from_data(self, x: torch.Tensor) -> Chains:

@@ -1,0 +1,147 @@
+"""ContrastiveDivergence: CD-1 and persistent CD on binarized digits (AIS log-likelihood),
+exact resume with persistent chains, the replay buffer, metrics, refusals."""
+
+import pytest
+import torch
+
+import pgm
+from inference.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from inference.contrastive_divergence import ContrastiveDivergence
+from inference.engine import ENGINES, EngineError
+from inference.fit import fit
+from inference.gibbs import Gibbs
+from inference.partition import ais_log_likelihood
+from models.rbm import RBM
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return pgm.data.load("digits", binarize=True)
+
+
+def test_cd1_and_pcd_raise_the_ais_log_likelihood_and_pcd_does_at_least_as_well(digits):
+    """RBM 64-16 on binarized digits, 870 steps each (30 epochs of batches of 50; about 10 s):
+    AIS log-likelihood of the test set (500 betas, 200 chains; checked against the exact value,
+    2^16 hidden states, within 0.05 nats) rises by more than 10 nats from its initial value for
+    both, and PCD (500 persistent chains) ends at least as high as CD-1 (minus 0.05 nats of AIS
+    noise). Measured: initial -44.4, CD-1 -24.5, PCD -23.6."""
+    results = {}
+    for persistent in (False, True):
+        torch.manual_seed(0)
+        rbm = RBM(64, 16)
+        if not persistent:
+            initial = float(ais_log_likelihood(rbm, digits.test, base_data=digits.train, num_chains=200, num_steps=500).mean())
+        engine = ContrastiveDivergence(rbm, k=1, persistent=persistent, lr=0.003, num_chains=500 if persistent else None)
+        fit(engine, digits.train, epochs=30, batch_size=50, seed=0, progress=False)
+        torch.manual_seed(1)
+        ais = float(ais_log_likelihood(rbm, digits.test, base_data=digits.train, num_chains=200, num_steps=500).mean())
+        exact = float(ais_log_likelihood(rbm, digits.test, method="exact").mean())
+        assert abs(ais - exact) < 0.05
+        results[persistent] = ais
+    cd1, pcd = results[False], results[True]
+    assert cd1 > initial + 10 and pcd > initial + 10
+    assert pcd >= cd1 - 0.05, (cd1, pcd)
+
+
+def test_persistent_chains_resume_exactly_through_fit(tmp_path, digits):
+    data = digits.train[:200]
+    common = dict(epochs=3, batch_size=25, seed=7, progress=False, device="cpu")
+
+    def make():
+        torch.manual_seed(0)
+        return ContrastiveDivergence(RBM(64, 8), k=2, persistent=True, lr=0.01)
+
+    whole = make()
+    fit(whole, data, **common)
+    first = make()
+    fit(first, data, checkpoint_dir=tmp_path, max_steps=13, **common)
+    saved = load_checkpoint(tmp_path / CHECKPOINT_NAME)["engine"]
+    assert saved["chains"]["v"].shape == (25, 64) and saved["chains"]["h"].shape == (25, 8)
+    resumed = make()
+    with torch.no_grad():
+        resumed.model.W.normal_()  # every value must come from the checkpoint
+    torch.manual_seed(123)
+    fit(resumed, data, checkpoint_dir=tmp_path, resume=True, **common)
+    for a, b in zip(resumed.model.parameters(), whole.model.parameters()):
+        assert torch.equal(a, b)
+    for site in ("v", "h"):
+        assert torch.equal(resumed.chains[site], whole.chains[site])
+    # without the chains in the checkpoint the run differs (the test has teeth)
+    checkpoint = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    fit(make(), data, checkpoint_dir=tmp_path / "x", max_steps=13, **common)
+    checkpoint = load_checkpoint(tmp_path / "x" / CHECKPOINT_NAME)
+    checkpoint["engine"]["chains"] = None
+    save_checkpoint(tmp_path / "x" / CHECKPOINT_NAME, checkpoint)
+    broken = make()
+    fit(broken, data, checkpoint_dir=tmp_path / "x", resume=True, **common)
+    assert not torch.equal(broken.model.W, whole.model.W)
+
+
+def test_cd_k_restarts_from_the_data_and_reports_the_reconstruction(digits):
+    torch.manual_seed(0)
+    engine = ContrastiveDivergence(RBM(64, 16), k=1, lr=0.01)
+    history = fit(engine, digits.train, epochs=3, batch_size=50, seed=0, progress=False)
+    assert engine.chains is None  # nothing persists
+    errors = history["reconstruction_error"]
+    assert sum(errors[-10:]) / 10 < 0.7 * sum(errors[:10]) / 10
+    assert all(pl < 0 for pl in history["pseudo_likelihood"])
+    assert history["loss"][0] == pytest.approx(history["energy_data"][0] - history["energy_samples"][0], abs=1e-4)
+
+
+def test_the_pseudo_likelihood_estimate_is_unbiased():
+    """E over the flipped unit of D log sigmoid(F(x~) - F(x)) = sum_i log p(x_i | x_-i)."""
+    torch.manual_seed(0)
+    rbm = RBM(6, 3, init_scale=1.0).double()
+    engine = ContrastiveDivergence(rbm)
+    x = torch.tensor([[1.0, 0, 1, 1, 0, 0]], dtype=torch.float64)
+    exact = 0.0
+    for i in range(6):
+        flipped = x.clone()
+        flipped[0, i] = 1 - flipped[0, i]
+        exact += float(torch.nn.functional.logsigmoid(rbm.energy(flipped) - rbm.energy(x)).detach())
+    estimate = float(engine.pseudo_likelihood(x.expand(20000, -1)).mean())
+    assert estimate == pytest.approx(exact, abs=0.05)
+
+
+def test_replay_buffer_with_reinitialisation():
+    torch.manual_seed(0)
+    engine = ContrastiveDivergence(RBM(6, 3), k=1, buffer_size=40, reinit_prob=0.5, lr=0.01)
+    x = torch.bernoulli(torch.full((10, 6), 0.5))
+    metrics = engine.step(x)
+    assert engine.buffer.shape == (40, 6) and "reconstruction_error" not in metrics
+    assert engine.state_dict()["buffer"].shape == (40, 6)
+
+
+def test_persistent_cd_with_langevin_fits_a_gaussian():
+    """A Gaussian-energy EBM trained by PCD with a Langevin sampler (the default for continuous
+    models) recovers the data's mean within 0.15 and variances within 25%."""
+    from models.ebm import GaussianEBM
+
+    torch.manual_seed(0)
+    data = torch.randn(2000, 2) * torch.tensor([1.5, 0.5]) + torch.tensor([1.0, -1.0])
+    engine = ContrastiveDivergence(GaussianEBM(2), k=5, persistent=True, num_chains=500, lr=0.03)
+    assert type(engine.sampler).__name__ == "Langevin"
+    fit(engine, data, epochs=8, batch_size=100, seed=0, progress=False)
+    model = engine.model
+    assert torch.allclose(model.mean.detach(), torch.tensor([1.0, -1.0]), atol=0.15)
+    var = torch.diagonal(model.covariance).detach()
+    assert torch.allclose(var, torch.tensor([2.25, 0.25]), rtol=0.25)
+
+
+def test_registered_and_refusals():
+    assert ENGINES["cd"] is ContrastiveDivergence
+    from inference.langevin import ScoreNetwork
+
+    with pytest.raises(EngineError, match="energy"):
+        ContrastiveDivergence(ScoreNetwork(torch.nn.Linear(2, 2), x_shape=2))
+    rbm = RBM(4, 2)
+    with pytest.raises(ValueError, match="k: expected"):
+        ContrastiveDivergence(rbm, k=0)
+    with pytest.raises(ValueError, match="buffer_size"):
+        ContrastiveDivergence(rbm, persistent=True, buffer_size=10)
+    with pytest.raises(ValueError, match="reinit_prob"):
+        ContrastiveDivergence(rbm, reinit_prob=2.0)
+    with pytest.raises(ValueError, match="sampler: it samples another model"):
+        ContrastiveDivergence(rbm, sampler=Gibbs(RBM(4, 2)))
+    with pytest.raises(ValueError, match="optim"):
+        ContrastiveDivergence(rbm, optim="magic")
