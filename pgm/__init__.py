@@ -12,12 +12,12 @@ from pgm.graph import GraphicalModel, Independence
 from pgm.model import Model
 from pgm.program import ProgramError
 
-__all__ = ["Model", "GraphicalModel", "Independence", "ProgramError", "graph_of", "UNIT_LIMIT", "data"]
+__all__ = ["Model", "GraphicalModel", "Independence", "ProgramError", "graph_of", "UNIT_LIMIT", "data", "pictures"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # `pgm.data` pulls in scikit-learn; load it on first use.
-    if name == "data":
-        return importlib.import_module("pgm.data")
+    # `pgm.data` pulls in scikit-learn and `pgm.pictures` matplotlib; load them on first use.
+    if name in ("data", "pictures"):
+        return importlib.import_module(f"pgm.{name}")
     raise AttributeError(f"module 'pgm' has no attribute {name!r}")

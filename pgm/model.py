@@ -40,7 +40,7 @@ from pgm.program import (
 
 __all__ = ["Model", "ProgramModel", "Structure", "CAPABILITIES"]
 
-CAPABILITIES = ("program", "guide", "latents", "log_prob", "energy", "sample", "continuous", "discrete")
+CAPABILITIES = ("program", "guide", "latents", "log_prob", "energy", "sample", "continuous", "discrete", "normalized")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Model(nn.Module):
     >>> coin.log_prob(torch.tensor([1.0, 0.0])).exp()
     tensor([0.2500, 0.7500])
     >>> sorted(coin.capabilities())
-    ['discrete', 'energy', 'log_prob', 'program', 'sample']
+    ['discrete', 'energy', 'log_prob', 'normalized', 'program', 'sample']
     """
 
     #: Registry name (set by `models.register`).
@@ -152,6 +152,8 @@ class Model(nn.Module):
             return None if s.continuous_data else "its observed data are not continuous"
         if capability == "discrete":
             return None if s.discrete_data else "its observed data are not discrete"
+        if capability == "normalized":
+            return self._unnormalised_reason(s)
         if not s.finite_latent and capability in ("log_prob", "energy"):
             cont = ", ".join(repr(n) for n in s.latent)
             return f"its latent sites ({cont}) cannot all be summed out exactly"
@@ -160,6 +162,23 @@ class Model(nn.Module):
         if capability == "sample" and s.factor:
             return "it is undirected (pyro.factor potentials): sampling needs a Markov chain"
         return None
+
+    def _unnormalised_reason(self, s: Structure) -> str | None:
+        """Why the joint density of the program is not normalised over the data, or None: a
+        `pyro.factor` potential whose scope holds an observed site makes p(x, z) known only up
+        to log Z (an RBM, an EBM). Potentials over latents alone (a soft constraint, a custom
+        likelihood of data passed as an argument) keep the program usable by ELBO methods."""
+        if not s.factor:
+            return None
+        from pgm.extract import graph_of
+
+        observed = set(s.observed)
+        graph = graph_of(self)
+        on_data = sorted(f for f, spec in graph.factors.items() if observed & set(spec["scope"]))
+        if not on_data:
+            return None
+        return (f"its pyro.factor potentials over observed sites ({', '.join(on_data)}) leave the likelihood "
+                "unnormalised (log Z unknown)")
 
     # ------------------------------------------------------------------ derived defaults
     def log_prob(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

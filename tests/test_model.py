@@ -78,8 +78,12 @@ def test_sample_draws_the_observed_sites():
     assert drawn.shape == (500,)
     # c = a + b-noise + c-noise shared a, b per draw batch: marginal variance of c given (a, b) is 1.
     assert 0.5 < float(drawn.var()) < 2.0
+
+    class PlainRBM(models.RBM):  # the program alone, without the RBM's block-Gibbs sampler
+        sample = pgm.Model.sample
+
     with pytest.raises(NotImplementedError, match="Markov chain"):
-        pgm.Model.sample(models.RBM(v_dim=2, h_dim=2), 3)
+        PlainRBM(v_dim=2, h_dim=2).sample(3)
 
 
 def test_validate_data_rejects_bad_data_with_clear_messages():
@@ -114,3 +118,23 @@ def test_dtype_follows_the_module(dtype):
     assert model.log_prob(torch.ones(2, 2, dtype=dtype)).dtype == dtype
     rbm = models.RBM(v_dim=3, h_dim=2).to(dtype)
     assert rbm.energy(torch.ones(2, 3, dtype=dtype)).dtype == dtype
+
+
+def test_normalized_capability_tells_undirected_likelihoods_apart():
+    """Potentials over observed sites (an RBM) leave log Z unknown; potentials over latents only
+    (a soft constraint) keep the program normalised for ELBO methods."""
+    import pyro
+    import pyro.distributions as dist
+
+    assert "normalized" not in models.RBM(v_dim=4, h_dim=3).capabilities()
+    assert "interaction" in models.RBM(v_dim=4, h_dim=3).missing("normalized")
+    assert "normalized" in models.EightSchools().capabilities()
+
+    def constrained(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.factor("keep_positive", -10.0 * torch.relu(-mu))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    model = pgm.Model.from_program(constrained, example_args=(torch.zeros(3),))
+    assert model.missing("normalized") is None
