@@ -190,10 +190,11 @@ class SVI(Engine):
         return_sites: the sites `posterior()` returns (default: the guide's latent sites).
 
     SVI needs latent sites (`requires` has "latents"): a model without them is fitted by
-    maximum likelihood instead. A plain program's sites are checked on its first batch.
+    maximum likelihood instead; and a normalised likelihood ("normalized"): potentials over
+    observed sites (an RBM) leave log Z unknown, so the ELBO bounds nothing. A plain program's sites are checked on its first batch.
     """
 
-    requires = frozenset({"program", "latents"})
+    requires = frozenset({"program", "latents", "normalized"})
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ class WakeSleep(Engine):
         max_plate_nesting: depth of the program's plates (guessed when None).
     """
 
-    requires = frozenset({"program", "latents"})
+    requires = frozenset({"program", "latents", "normalized"})
 
     def __init__(
         self,

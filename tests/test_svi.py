@@ -209,3 +209,14 @@ def test_resume_is_exact(tmp_path, guide):
     state = SVI(NormalNormal(), lr=0.05)
     fit(state, x, epochs=1, seed=0, progress=False)
     assert "exp_avg" in str(state.state_dict()["optimizer"]["state"])
+
+
+def test_refuses_an_unnormalised_model():
+    """An RBM's potentials leave log Z unknown: the ELBO is no bound, and SVI says which
+    engines train it instead."""
+    from models.rbm import RBM
+
+    with pytest.raises(EngineError) as info:
+        SVI(RBM(6, 4))
+    message = str(info.value)
+    assert "normalized" in message and "ContrastiveDivergence" in message

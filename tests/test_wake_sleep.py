@@ -90,3 +90,11 @@ def test_bad_arguments():
         WakeSleep(NormalNormal(), num_particles=1)
     with pytest.raises(ValueError, match="insomnia"):
         WakeSleep(NormalNormal(), insomnia=2.0)
+
+
+def test_refuses_an_unnormalised_model():
+    from inference.engine import EngineError
+    from models.rbm import RBM
+
+    with pytest.raises(EngineError, match="normalized"):
+        WakeSleep(RBM(6, 4))
