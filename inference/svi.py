@@ -68,6 +68,7 @@ from torch import nn
 
 import pgm
 from inference.engine import Engine, EngineError, _refusal, as_args, register_engine
+from inference.maximum_likelihood import OPTIMIZERS
 from inference.posterior import Posterior
 from pgm.model import ProgramModel
 from pgm.program import isolated, sample_sites, site_kind, trace_program, unwrap
@@ -82,13 +83,7 @@ AUTOGUIDES: dict[str, type] = {
     "lowrank": autoguide.AutoLowRankMultivariateNormal,
     "diagonal": autoguide.AutoDiagonalNormal,
 }
-_OPTIMIZERS: dict[str, type] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-}
+_OPTIMIZERS = OPTIMIZERS
 
 
 class WarmUp:
@@ -560,11 +555,19 @@ class SVI(Engine):
         state["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
-        if self._guide_program is None and isinstance(self.guide, nn.Module):
+        if self._guide_module() is not None:
             state["guide"] = {k: v.detach().clone() for k, v in self.guide.state_dict().items()}
         if self._pyro_params:
             state["pyro_params"] = {k: v.detach().clone() for k, v in self._pyro_params.items()}
         return state
+
+    def _guide_module(self) -> nn.Module | None:
+        """The guide when it is a module whose parameters the model does not hold (an
+        autoguide, or a guide module given to the engine): its state travels in state_dict."""
+        guide = self.guide
+        if not isinstance(guide, nn.Module) or any(m is guide for m in self.model.modules()):
+            return None
+        return guide
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -585,8 +588,8 @@ class SVI(Engine):
 
     def _load_params(self, state: dict[str, Any]) -> None:
         if state.get("guide") is not None:
-            if not isinstance(self.guide, nn.Module):
-                raise ValueError("state: it holds an autoguide's parameters, but this engine's guide is not an autoguide")
+            if self._guide_module() is None:
+                raise ValueError("state: it holds a guide module's parameters, but this engine's guide is not a module of its own")
             self.guide.load_state_dict(state["guide"])
         for name, value in (state.get("pyro_params") or {}).items():
             if name not in self._pyro_params:

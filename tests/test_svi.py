@@ -186,16 +186,28 @@ def test_jit_matches_the_interpreted_elbo():
     assert values[0][1] == pytest.approx(values[1][1], rel=1e-5)
 
 
-@pytest.mark.parametrize("guide", [None, "normal"])
+class GuideModule(torch.nn.Module):
+    """A guide of its own, outside the model: its parameters travel in SVI's state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(()))
+        self.log_scale = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        pyro.sample("mu", dist.Normal(self.loc, self.log_scale.exp()))
+
+
+@pytest.mark.parametrize("guide", [None, "normal", "module"])
 def test_resume_is_exact(tmp_path, guide):
     """Checkpoint after 7 steps, resume to 15: the same parameters as 15 uninterrupted steps
-    (Adam's moments, the autoguide's parameters and the RNG travel in the checkpoint)."""
+    (Adam's moments, the guide's parameters and the RNG travel in the checkpoint)."""
     x = torch.randn(12) + 1.0
 
     def run(steps, resume, directory):
         pyro.clear_param_store()
         model = NormalNormal()
-        engine = SVI(model, guide=guide, lr=0.05)
+        engine = SVI(model, guide=GuideModule() if guide == "module" else guide, lr=0.05)
         fit(engine, x, epochs=5, batch_size=4, seed=3, max_steps=steps, checkpoint_dir=directory,
             checkpoint_every=7, resume=resume, progress=False)
         return [p.detach().clone() for p in engine.parameters()]
