@@ -211,14 +211,16 @@ class Gibbs(Sampler):
         example = self.model.example_inputs(x.shape[0])
         return (x, *example[1:])
 
-    def logits(self, chains: Chains) -> dict[str, torch.Tensor]:
-        """d log joint / d unit for every binary site at the chains' state: the conditional logit
-        log p(u=1|rest) - log p(u=0|rest) of each unit whose energy is linear in it. One gradient."""
+    def logits(self, chains: Chains, sites=None) -> dict[str, torch.Tensor]:
+        """d log joint / d unit for the binary sites `sites` (default: all) at the chains' state: the
+        conditional logit log p(u=1|rest) - log p(u=0|rest) of each unit whose energy is linear in
+        it. One gradient."""
+        sites = self.sites if sites is None else tuple(sites)
         with torch.enable_grad(), pyro.validation_enabled(False):
-            values = {s: chains[s].detach().to(self.model.dtype).requires_grad_(True) for s in self.sites}
+            values = {s: chains[s].detach().to(self.model.dtype).requires_grad_(s in sites) for s in self.sites}
             total = self._log_joint(values)
-            grads = torch.autograd.grad(total, [values[s] for s in self.sites], allow_unused=True)
-        return {s: (torch.zeros_like(values[s]) if g is None else g.detach()) for s, g in zip(self.sites, grads)}
+            grads = torch.autograd.grad(total, [values[s] for s in sites], allow_unused=True)
+        return {s: (torch.zeros_like(values[s]) if g is None else g.detach()) for s, g in zip(sites, grads)}
 
     # ------------------------------------------------------------------ the Sampler protocol
     def _draw_block(self, chains: Chains, block, clamp: bool) -> Chains:
@@ -230,7 +232,7 @@ class Gibbs(Sampler):
             for s, _ in sites:
                 chains[s] = self.closed[s](chains).sample().to(self.model.dtype)
             return chains
-        logits = self.logits(chains)
+        logits = self.logits(chains, [s for s, _ in sites])
         for s, idx in sites:
             x = chains[s].reshape(chains[s].shape[0], -1).clone()
             lg = logits[s].reshape(x.shape[0], -1)

@@ -132,8 +132,8 @@ class RBM(_BlockGibbsMixin, Model):
     def gibbs_conditionals(self) -> dict:
         """Site name -> (chains -> the site's conditional distribution given the other site)."""
         return {
-            "h": lambda chains: dist.Bernoulli(logits=chains["v"] @ self.W + self.c),
-            "v": lambda chains: dist.Bernoulli(logits=chains["h"] @ self.W.T + self.b),
+            "h": lambda chains: dist.Bernoulli(logits=chains["v"] @ self.W + self.c, validate_args=False),
+            "v": lambda chains: dist.Bernoulli(logits=chains["h"] @ self.W.T + self.b, validate_args=False),
         }
 
     def _initial_visible(self, n: int) -> torch.Tensor:
@@ -210,7 +210,7 @@ class GaussianRBM(_BlockGibbsMixin, Model):
     def gibbs_conditionals(self) -> dict:
         """Site name -> (chains -> the site's conditional distribution given the other site)."""
         return {
-            "h": lambda chains: dist.Bernoulli(logits=(chains["v"] / self.sigma) @ self.W + self.c),
+            "h": lambda chains: dist.Bernoulli(logits=(chains["v"] / self.sigma) @ self.W + self.c, validate_args=False),
             "v": lambda chains: dist.Normal(self.p_v_given_h(chains["h"]), self.sigma.expand(chains["h"].shape[0], -1)),
         }
 

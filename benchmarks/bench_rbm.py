@@ -1,0 +1,168 @@
+"""RBM benchmark: the framework's CD-1 and Gibbs sampler against hand-written PyTorch, in one run.
+
+Targets (issue 4), as ratios measured in the same process:
+
+Times are the fastest of `--repeat` interleaved runs (the machine may be shared).
+
+- CD-1 steps of a 784-500 RBM (batch 100) through `inference.fit` (engine
+  `ContrastiveDivergence(k=1, optim="sgd")`, default metrics) against a hand-written PyTorch
+  CD-1 step (sample h | v, v | h, p(h | v'), the SGD update of W, b, c by the CD-1 gradient):
+  time ratio at most 1.1;
+- Gibbs sweeps per second of `inference.Gibbs` (closed-form conditionals, and the conditionals
+  derived by autograd from the program) against a hand-written block-Gibbs loop: at least 0.9.
+
+With ``--mnist`` it also trains a 500-hidden-unit RBM on binarized MNIST
+(``--data-root``, default /work/shared/data/binarized_mnist) by CD-k for ``--minutes`` of CPU
+time and reports the AIS log-likelihood of the test set (Salakhutdinov & Murray 2008's schedule
+of 14,500 betas, ``--ais-chains`` chains) beside their -86.3 nats for CD-25.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_rbm.py [--steps 100] [--sweeps 200] [--mnist --minutes 10 --k 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from inference.contrastive_divergence import ContrastiveDivergence
+from inference.fit import fit
+from inference.gibbs import Gibbs
+from models.rbm import RBM
+
+
+def hand_cd1(W, b, c, data, steps, batch_size, lr, generator=None):
+    """Plain PyTorch CD-1 with SGD over shuffled batches of `data`."""
+    n = data.shape[0]
+    order = torch.randperm(n)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch_size > n:
+            order, pos = torch.randperm(n), 0
+        v0 = data[order[pos : pos + batch_size]]
+        pos += batch_size
+        ph0 = torch.sigmoid(v0 @ W + c)
+        h0 = torch.bernoulli(ph0)
+        v1 = torch.bernoulli(torch.sigmoid(h0 @ W.T + b))
+        ph1 = torch.sigmoid(v1 @ W + c)
+        W += lr * (v0.T @ ph0 - v1.T @ ph1) / batch_size
+        b += lr * (v0 - v1).mean(0)
+        c += lr * (ph0 - ph1).mean(0)
+        _ = float((v0 - v1).pow(2).sum(-1).mean())  # the reconstruction error, as the engine reports
+
+
+def hand_gibbs(W, b, c, v, sweeps):
+    for _ in range(sweeps):
+        h = torch.bernoulli(torch.sigmoid(v @ W + c))
+        v = torch.bernoulli(torch.sigmoid(h @ W.T + b))
+    return v
+
+
+def timed_pair(fn_a, fn_b, repeat):
+    """Fastest of `repeat` interleaved runs of each (robust to other processes on the machine)."""
+    a, b = [], []
+    for _ in range(repeat):
+        for fn, times in ((fn_a, a), (fn_b, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return min(a), min(b)
+
+
+def bench_cd(args, data):
+    torch.manual_seed(0)
+    rbm = RBM(784, 500)
+    W, b, c = (p.detach().clone() for p in (rbm.W, rbm.b, rbm.c))
+
+    def framework():
+        engine = ContrastiveDivergence(rbm, k=1, optim="sgd", lr=0.01)
+        fit(engine, data, epochs=10**6, batch_size=100, max_steps=args.steps, progress=False, device="cpu", validate=False)
+
+    def hand():
+        hand_cd1(W, b, c, data, args.steps, 100, 0.01)
+
+    fit(ContrastiveDivergence(rbm, k=1, optim="sgd", lr=0.01), data, epochs=1, batch_size=100, max_steps=3,
+        progress=False, device="cpu")  # warm-up (imports, first calls)
+    hand_cd1(W, b, c, data, 3, 100, 0.01)
+    t_fw, t_hand = timed_pair(framework, hand, args.repeat)
+    print(f"CD-1 784-500, batch 100, {args.steps} steps: inference.fit {1e3 * t_fw / args.steps:.2f} ms/step, "
+          f"hand-written {1e3 * t_hand / args.steps:.2f} ms/step, ratio {t_fw / t_hand:.3f} (target <= 1.1)")
+
+
+def bench_gibbs(args):
+    torch.manual_seed(0)
+    rbm = RBM(784, 500, init_scale=0.05)
+    with torch.no_grad():
+        W, b, c = (p.detach().clone() for p in (rbm.W, rbm.b, rbm.c))
+    v0 = torch.bernoulli(torch.full((100, 784), 0.5))
+    closed, derived = Gibbs(rbm), Gibbs(rbm, closed_form=False)
+    for name, sampler in (("closed-form conditionals", closed), ("autograd-derived conditionals", derived)):
+        chains = sampler.init(v0)
+        sampler.run(chains, 2)
+        t, t_hand = timed_pair(lambda: sampler.run(chains, args.sweeps), lambda: hand_gibbs(W, b, c, v0, args.sweeps),
+                               args.repeat)
+        print(f"Gibbs 784-500, 100 chains ({name}, {derived.level}-level schedule): {args.sweeps / t:.1f} sweeps/s vs "
+              f"hand-written {args.sweeps / t_hand:.1f} sweeps/s, ratio {t_hand / t:.3f} (target >= 0.9)")
+
+
+def bench_mnist(args):
+    import pgm
+    from inference.partition import ais_log_likelihood
+
+    data = pgm.data.load("binarized_mnist", root=args.data_root)
+    torch.manual_seed(0)
+    rbm = RBM(784, 500)
+    with torch.no_grad():  # visible biases at the log-odds of the pixel means (Hinton's guide)
+        p = data.train.mean(0).clamp(1e-3, 1 - 1e-3)
+        rbm.b.copy_(torch.log(p) - torch.log1p(-p))
+    engine = ContrastiveDivergence(rbm, k=args.k, persistent=args.persistent, optim="sgd", lr=args.lr, momentum=0.9,
+                                   weight_decay=2e-4, pl_rows=0)
+    start_cpu = time.process_time()
+    start = time.perf_counter()
+    budget = 60.0 * args.minutes
+
+    def stop(state):
+        return "stop" if time.perf_counter() - start > budget else None
+
+    history = fit(engine, data.train, epochs=1000, batch_size=100, seed=0, progress=False, callbacks=[stop])
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    steps = len(history)
+    betas = torch.cat([torch.linspace(0, 0.5, 501)[:-1], torch.linspace(0.5, 0.9, 4001)[:-1], torch.linspace(0.9, 1, 10001)])
+    torch.manual_seed(1)
+    t = time.perf_counter()
+    from inference.partition import log_partition
+
+    result = log_partition(rbm, method="ais", data=data.train, betas=betas, num_chains=args.ais_chains, return_details=True)
+    ll = ais_log_likelihood(rbm, data.test, log_z=result.log_z).mean()
+    mode = "PCD" if args.persistent else "CD"
+    print(f"binarized MNIST RBM-500, {mode}-{args.k}: {steps} steps ({steps * 100 / data.train.shape[0]:.1f} epochs) in "
+          f"{wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU; AIS ({len(betas) - 1} betas, {args.ais_chains} chains, "
+          f"{time.perf_counter() - t:.0f} s): log Z = {float(result.log_z):.2f} +- {result.std_error:.2f}; "
+          f"test log-likelihood {float(ll):.2f} nats (Salakhutdinov & Murray 2008, CD-25: -86.3)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--sweeps", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--mnist", action="store_true")
+    parser.add_argument("--data-root", default="/work/shared/data/binarized_mnist")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--k", type=int, default=1)
+    parser.add_argument("--persistent", action="store_true")
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--ais-chains", type=int, default=100)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    torch.manual_seed(0)
+    data = torch.bernoulli(torch.full((5000, 784), 0.3))
+    bench_cd(args, data)
+    bench_gibbs(args)
+    if args.mnist:
+        bench_mnist(args)
+
+
+if __name__ == "__main__":
+    main()
