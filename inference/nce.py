@@ -362,7 +362,7 @@ class FlowContrastive(_Contrastive):
             flow = CouplingFlow(x_shape, num_layers=num_layers, hidden_dims=hidden_dims, layer=layer)
         elif isinstance(flow, (list, tuple, nn.ModuleList)):
             layers = list(flow)
-            if not layers or not all(isinstance(t, T.TransformModule) for t in layers):
+            if not layers or not all(isinstance(t, dist.TransformModule) for t in layers):
                 raise TypeError("flow: expected a list of pyro.distributions.TransformModule layers")
             custom = CouplingFlow(x_shape, num_layers=1)
             custom.layers = nn.ModuleList(layers)
@@ -387,8 +387,9 @@ class FlowContrastive(_Contrastive):
 
     def _value(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(V, logits of data, logits of flow samples), logit = log p - log q."""
-        g_data = self.log_model(x) - self.flow.log_prob(x)
-        g_noise = self.log_model(y) - self.flow.log_prob(y)
+        both = torch.cat([x, y])  # one pass through the EBM and the flow
+        g = self.log_model(both) - self.flow.log_prob(both)
+        g_data, g_noise = g[: x.shape[0]], g[x.shape[0]:]
         return self._objective(g_data, g_noise, 1), g_data, g_noise
 
     def loss(self, batch) -> torch.Tensor:
