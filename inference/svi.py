@@ -254,7 +254,8 @@ class SVI(Engine):
         self.optim = optim
         self.lr = float(lr)
         self.max_plate_nesting = max_plate_nesting
-        self.vectorize_particles = bool(vectorize_particles) and self.num_particles > 1
+        self._vectorize_option = bool(vectorize_particles)
+        self.vectorize_particles = self._vectorize_option and self.num_particles > 1
         self.jit = bool(jit)
         self.return_sites = None if return_sites is None else list(return_sites)
         if scheduler is not None and not callable(scheduler):
@@ -292,23 +293,26 @@ class SVI(Engine):
             return None
 
     # ------------------------------------------------------------------ building
-    def _build_elbo(self):
+    def _build_elbo(self, num_particles: int | None = None, jit: bool | None = None):
+        """The Pyro ELBO object (the engine's settings; `num_particles` and `jit` override)."""
+        num_particles = self.num_particles if num_particles is None else int(num_particles)
+        jit = self.jit if jit is None else jit
         common = dict(
-            num_particles=self.num_particles,
-            vectorize_particles=self.vectorize_particles,
+            num_particles=num_particles,
+            vectorize_particles=self._vectorize_option and num_particles > 1,
             max_plate_nesting=float("inf") if self.max_plate_nesting is None else int(self.max_plate_nesting),
         )
         name = self.elbo_name
         if name == "trace":
-            return JitTrace_ELBO(**common, ignore_jit_warnings=True) if self.jit else Trace_ELBO(**common)
+            return JitTrace_ELBO(**common, ignore_jit_warnings=True) if jit else Trace_ELBO(**common)
         if name == "meanfield":
-            return JitTraceMeanField_ELBO(**common, ignore_jit_warnings=True) if self.jit else TraceMeanField_ELBO(**common)
+            return JitTraceMeanField_ELBO(**common, ignore_jit_warnings=True) if jit else TraceMeanField_ELBO(**common)
         if name in ("iwae", "renyi"):
             return RenyiELBO(alpha=self.alpha, **common)
         if name == "tracegraph":
             return TraceGraph_ELBO(**common)
         # enum
-        return JitTraceEnum_ELBO(**common, ignore_jit_warnings=True) if self.jit else TraceEnum_ELBO(**common)
+        return JitTraceEnum_ELBO(**common, ignore_jit_warnings=True) if jit else TraceEnum_ELBO(**common)
 
     def _setup(self, args: tuple) -> None:
         """Build the guide, the wrapped programs, the parameter list and the optimiser on the
@@ -433,8 +437,8 @@ class SVI(Engine):
 
         return jit_model, jit_guide
 
-    def _differentiable_loss_fn(self) -> Callable:
-        elbo = self._elbo
+    def _differentiable_loss_fn(self, elbo=None) -> Callable:
+        elbo = self._elbo if elbo is None else elbo
         if self.elbo_name in ("iwae", "renyi"):
             return lambda model, guide, *args, **kw: _renyi_differentiable_loss(elbo, self._params, model, guide, args, kw)
         if self.elbo_name == "tracegraph":
@@ -485,19 +489,23 @@ class SVI(Engine):
         return list(self._params) if self._params else super().parameters()
 
     def evidence_bound(self, batch, num_particles: int | None = None) -> float:
-        """An estimate of the (beta-weighted) ELBO of `batch` per datum, without gradients;
-        `num_particles` overrides the engine's for this estimate."""
+        """An estimate of the (beta-weighted) bound of `batch` per datum, without gradients: the
+        ELBO, or the Renyi / IWAE bound for those ELBOs. `num_particles` overrides the engine's
+        for this estimate (drawn in one vectorised run unless `vectorize_particles=False`)."""
         args = as_args(batch)
         if self.optimizer is None:
             self._setup(args)
-        saved = self._elbo.num_particles
-        if num_particles is not None:
-            self._elbo.num_particles = int(num_particles)
-        try:
-            with torch.no_grad():
-                return -float(self.loss(args))
-        finally:
-            self._elbo.num_particles = saved
+        if num_particles is not None and (isinstance(num_particles, bool) or int(num_particles) < 1):
+            raise ValueError(f"num_particles: expected a positive integer, got {num_particles!r}")
+        elbo = self._elbo if num_particles is None else self._build_elbo(num_particles, jit=False)
+        loss_fn = self._differentiable_loss_fn(elbo)
+        self._scale_model.scale = self._scale_guide.scale = self.current_beta()
+        with torch.no_grad(), _no_validation():
+            if self.jit and num_particles is None:
+                value = self._evaluate(args)
+            else:
+                value = loss_fn(self._model_fn, self._guide_fn, *args)
+        return -float(value) / _batch_size(args)
 
     # ------------------------------------------------------------------ posterior
     def posterior(self, num_samples: int = 1000, *args, return_sites: Iterable[str] | None = None, **kwargs) -> Posterior:
