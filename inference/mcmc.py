@@ -179,7 +179,7 @@ class MCMC(Engine):
         self.samples = {k: v.detach() for k, v in samples.items()}
         self.diagnostics = _diagnostics(sampler)
         self.num_steps += 1
-        metrics = {"loss": 0.0}
+        metrics = {"loss": 0.0}  # no objective: `fit`'s History needs the key
         metrics.update({k: v for k, v in self.diagnostics.items() if isinstance(v, float)})
         return metrics
 
