@@ -144,7 +144,7 @@ class NCE(_Contrastive):
         num_noise: int = 1,
         noise_scale: float = 1.0,
         optim="adam",
-        lr: float = 1e-2,
+        lr: float = 2e-3,
         **optim_kwargs,
     ) -> None:
         super().__init__(model, guide, optim, lr, optim_kwargs)
@@ -350,8 +350,8 @@ class FlowContrastive(_Contrastive):
         hidden_dims: Sequence[int] = (32, 32),
         layer: str = "affine",
         optim="adam",
-        lr: float = 1e-2,
-        flow_lr: float = 1e-3,
+        lr: float = 5e-3,
+        flow_lr: float = 3e-3,
         **optim_kwargs,
     ) -> None:
         super().__init__(model, guide, optim, lr, optim_kwargs)
