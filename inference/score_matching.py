@@ -56,7 +56,7 @@ class ScoreMatching(Engine):
     >>> from models.ebm import GaussianEBM
     >>> engine = ScoreMatching(GaussianEBM(2), method="exact")
     >>> x = torch.randn(8, 2)
-    >>> abs(float(engine.loss(x)) - float(0.5 * (x**2).sum(-1).mean() - 2)) < 1e-5  # s = -x, tr = -2
+    >>> abs(engine.loss(x).item() - (0.5 * (x**2).sum(-1).mean() - 2).item()) < 1e-5  # s = -x, tr = -2
     True
     """
 
