@@ -162,12 +162,14 @@ class Engine:
         from inference.distributed import average_gradients
 
         average_gradients(params)
-        for p in params:
-            if p.grad is not None and not torch.isfinite(p.grad).all():
-                optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError(
-                    f"{type(self).__name__}: non-finite gradient at step {self.num_steps} (loss {value})"
-                )
+        grads = [p.grad for p in params if p.grad is not None]
+        # One fused check: the max-norm of each gradient is NaN or inf exactly when it holds one
+        # (a max does not overflow, unlike a sum or a 2-norm).
+        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads, math.inf))).all()):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: non-finite gradient at step {self.num_steps} (loss {value})"
+            )
         optimizer.step()
         self.num_steps += 1
         return value

@@ -468,3 +468,29 @@ def test_distributed_helpers_are_no_ops_in_one_process():
     distributed.broadcast_parameters([p])
     assert torch.equal(p.grad, torch.full((3,), 2.0))
     assert (distributed.is_distributed(), distributed.rank(), distributed.world_size()) == (False, 0, 1)
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_is_refused_before_the_step():
+    """loss = 0 * sqrt(-|loc|) - like constructions: finite value, NaN gradient in one parameter;
+    `_apply` refuses the step and leaves every parameter as it was."""
+
+    class NaNGradient(Engine):
+        requires = frozenset()
+
+        def __init__(self, model):
+            super().__init__(model)
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+        def loss(self, batch):
+            m = self.model
+            finite = ((batch - m.loc) ** 2).mean() + m.log_scale.sum()
+            return finite + (m.loc[0] * torch.tensor(float("nan"))).nan_to_num()
+
+        def step(self, batch):
+            return {"loss": self._apply(self.loss(batch), self.optimizer)}
+
+    engine = NaNGradient(LearnableNormal())
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient at step 0"):
+        engine.step(normal_data())
+    assert_bitwise_equal(engine.model.state_dict(), before)
