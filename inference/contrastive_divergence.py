@@ -13,8 +13,8 @@ defines it. The negatives come from any `inference.sampler.Sampler`:
   samples, each re-initialised from noise with probability `reinit_prob`, and go back after
   `k` transitions (for deep EBMs with Langevin).
 
-The default sampler is `inference.Gibbs` for discrete models and `inference.Langevin` for
-continuous ones (MALA from ``step_size=0.05``, adapted toward 57% acceptance; pass a sampler
+The default sampler is `inference.Gibbs` for discrete models and models with closed-form
+conditionals (a Gaussian RBM), and `inference.Langevin` for other continuous ones (MALA from ``step_size=0.05``, adapted toward 57% acceptance; pass a sampler
 for deep EBMs, e.g. ``Langevin(model, step_size=..., noise_scale=0.01)``).
 
 Metrics: ``loss``; ``energy_data`` and ``energy_samples`` (means); ``reconstruction_error``
@@ -115,7 +115,7 @@ class ContrastiveDivergence(Engine):
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
 
     def _default_sampler(self, k: int) -> Sampler:
-        if self.model.missing("discrete") is None:
+        if self.model.missing("discrete") is None or callable(getattr(self.model, "gibbs_conditionals", None)):
             from inference.gibbs import Gibbs
 
             return Gibbs(self.model)
