@@ -15,8 +15,9 @@ Three objectives, all minimised by the data's score (Fisher divergence up to a c
   E[ 1/2 |sigma s(x~, sigma) + z|^2 ], so every level contributes on the same scale.
 
 The score comes from the model (`inference.langevin.score_of`): a ``score(x, sigma=None)``
-method, or minus the gradient of a differentiable `energy` (a noise level is passed only to an
-energy or score that takes ``sigma``). A bare score network (an ``nn.Module``) is wrapped by
+method, or minus the gradient of a differentiable `energy`, or the gradient of `log_prob` for a
+model with a log density but no energy (a noise level is passed only to an energy or score
+that takes ``sigma``). A bare score network (an ``nn.Module``) is wrapped by
 `inference.langevin.ScoreNetwork` (pass ``x_shape=``).
 """
 
@@ -97,6 +98,11 @@ class ScoreMatching(Engine):
                 self.sigma = float(sigma)
         elif sigma is not None or sigmas is not None:
             raise ValueError(f"sigma, sigmas: only method='denoising' uses noise levels (method={method!r})")
+        # The score: the model's own, else -grad energy, else grad log_prob.
+        m = self.model
+        self._energy_fn = None
+        if not has_score(m) and m.missing("energy") is not None:
+            self._energy_fn = lambda x: -m.log_prob(x)
         self.num_projections = num_projections
         self.variance_reduced = bool(variance_reduced)
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
@@ -109,16 +115,16 @@ class ScoreMatching(Engine):
         if has_score(model):
             return None
         missing = model.missing("energy")
-        if missing is not None:
+        if missing is not None and model.missing("log_prob") is not None:
             return (
-                f"it needs a differentiable energy (or a score(x) method), and {type(model).__name__} "
-                f"lacks it: {missing}"
+                f"it needs a differentiable energy or log density (or a score(x) method), and "
+                f"{type(model).__name__} lacks them: {missing}"
             )
         return None
 
     # ------------------------------------------------------------------ the objectives
     def _score(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
-        s = score_of(self.model, x, sigma, create_graph=True)
+        s = score_of(self.model, x, sigma, create_graph=True, energy_fn=self._energy_fn)
         if s.shape != x.shape:
             raise ValueError(f"score: expected the shape of x {tuple(x.shape)}, got {tuple(s.shape)}")
         if not s.requires_grad:
