@@ -92,7 +92,7 @@ class EBM(Model):
     """A continuous energy-based model p(x) ∝ exp(-E(x)) whose energy E is any network.
 
     `x_dim`: the data's event shape (an int for vectors, a tuple such as (1, 28, 28) for
-    images). `energy_net`: a module mapping a batch (N, *x_shape) to energies (N,) or (N, 1);
+    images); `x_shape=` says the same and takes precedence. `energy_net`: a module mapping a batch (N, *x_shape) to energies (N,) or (N, 1);
     the default is `energy_mlp(x_dim, hidden_dims)` (SiLU activations: score matching needs
     non-zero second derivatives of E in x, which a ReLU network does not have).
 
@@ -113,9 +113,9 @@ class EBM(Model):
     ['continuous', 'energy', 'program']
     """
 
-    def __init__(self, x_dim=2, energy_net: nn.Module | None = None, hidden_dims: Sequence[int] = (64, 64), base_scale: float | None = None) -> None:
+    def __init__(self, x_dim=2, energy_net: nn.Module | None = None, hidden_dims: Sequence[int] = (64, 64), base_scale: float | None = None, *, x_shape=None) -> None:
         super().__init__()
-        self.x_shape = _event_shape("x_dim", x_dim)
+        self.x_shape = _event_shape("x_dim", x_dim) if x_shape is None else _event_shape("x_shape", x_shape)
         if base_scale is not None and not (isinstance(base_scale, (int, float)) and not isinstance(base_scale, bool) and base_scale > 0):
             raise ValueError(f"base_scale: expected None (flat base measure) or a positive float, got {base_scale!r}")
         if energy_net is not None and not callable(energy_net):

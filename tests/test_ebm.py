@@ -68,6 +68,7 @@ def test_ebm_with_any_energy_network_and_image_shapes():
     assert ebm.energy(x).shape == (5,)
     assert torch.allclose(ebm.energy(x), pgm.Model.energy(ebm, x), atol=1e-5)
     assert ebm.x_dim == 16 and ebm.example_inputs(3)[0].shape == (3, 1, 4, 4)
+    assert EBM(x_shape=(1, 4, 4), energy_net=net).x_shape == (1, 4, 4)
     assert energy_mlp((1, 4, 4), (8,))(x).shape == (5, 1)
 
 
@@ -109,6 +110,7 @@ def test_classifier_ebm_takes_any_classifier():
     [
         (lambda: EBM(x_dim=0), "x_dim"),
         (lambda: EBM(x_dim="2"), "x_dim"),
+        (lambda: EBM(x_shape=(2, 0)), "x_shape"),
         (lambda: EBM(x_dim=2, base_scale=-1.0), "base_scale"),
         (lambda: GaussianEBM(x_dim=2.5), "x_dim"),
         (lambda: GaussianEBM(2, mean=torch.zeros(3)), "mean"),
