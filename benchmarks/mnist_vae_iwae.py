@@ -10,7 +10,7 @@ slow for the machine).
 
 Published figures for this architecture (Burda et al. 2015, "Importance Weighted Autoencoders",
 Table 1, MNIST, 1 stochastic layer; test NLL in nats, estimated with k = 5000 samples, after
-3^8 passes of training, i.e. thousands of epochs):
+3,280 passes over the data: 3^i epochs at learning rate 1e-3 * 10^(-i/7), i = 0..7):
 
     VAE  (k = 1)    86.76
     VAE  (k = 5)    86.47      IWAE (k = 5)    85.54
@@ -28,6 +28,15 @@ Run (from the repository root; one CPU thread, since the machine is shared):
 
 Prints the training steps and epochs done, the final training ELBO, and the IWAE-5000 (and
 IWAE-1 = ELBO) test bounds in nats, with bits per dimension.
+
+Measured (2026-11-22, a shared 2-core CPU, OMP_NUM_THREADS=1, Adam lr 1e-3, batch 100, the
+ordinary ELBO "trace" with k = 1, i.e. the VAE column):
+
+    --minutes 10 --clock wall --test-images 10000   (about 5-6 CPU minutes, the machine shared)
+        32,326 steps (64.7 epochs); whole test set (10,000 images):
+        IWAE-5000 bound -93.11 nats (NLL <= 93.11, 0.171 bits/dim); ELBO -99.35 nats;
+        evaluation 23.8 min wall.
+    Published VAE (k = 1): 86.76 nats, after 3,280 passes over the data.
 """
 
 from __future__ import annotations
