@@ -13,6 +13,7 @@ from models.boltzmann import BoltzmannMachine
 from models.dbn import DBN
 from models.vae import VAE
 from models.vqvae import VQVAE
+from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
 
 __all__ = [
@@ -20,5 +21,5 @@ __all__ = [
     "Chain", "Fork", "Collider", "Burglary", "EightSchools", "MatrixFactorization",
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
-    "VAE", "VQVAE", "GAN",
+    "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
 ]

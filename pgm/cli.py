@@ -156,12 +156,44 @@ def _engine(name: str | None, model, settings: dict[str, Any]):
     registered, preset = ENGINE_PRESETS[name]
     if registered not in ENGINES:
         raise CommandError(f"--engine: {name!r} is not available in this installation")
+    settings = _with_sampler(model, dict(settings))
     try:
         return name, ENGINES[registered](model, **{**preset, **settings})
     except EngineError as error:
         raise CommandError(f"--engine {name}: {error}") from error
     except TypeError as error:
         raise CommandError(f"--engine-set: {name} does not accept these settings: {error}") from error
+
+
+#: `--engine-set sampler=NAME` for engines that take a Markov chain (contrastive divergence).
+SAMPLERS = ("gibbs", "ula", "mala")
+
+
+def _with_sampler(model, settings: dict[str, Any]) -> dict[str, Any]:
+    """Replace `sampler=gibbs|ula|mala` (with `sampler_step_size=`, `sampler_steps=`) by the
+    sampler object the engine takes."""
+    name = settings.pop("sampler", None)
+    step_size = settings.pop("sampler_step_size", None)
+    steps = settings.pop("sampler_steps", None)
+    if name is None:
+        if step_size is not None or steps is not None:
+            raise CommandError("--engine-set: sampler_step_size and sampler_steps need sampler=ula|mala")
+        return settings
+    if name not in SAMPLERS:
+        raise CommandError(f"--engine-set: sampler: expected one of {', '.join(SAMPLERS)}, got {name!r}")
+    if name == "gibbs":
+        from inference.gibbs import Gibbs
+
+        settings["sampler"] = Gibbs(model)
+        return settings
+    from inference.langevin import Langevin
+
+    options: dict[str, Any] = {"method": name}
+    if step_size is not None:
+        options["step_size"] = float(step_size)
+    options["num_steps"] = int(steps) if steps is not None else int(settings.get("k", 1))
+    settings["sampler"] = Langevin(model, **options)
+    return settings
 
 
 def _load_data(name: str, settings: dict[str, Any], args) -> Any:
@@ -241,7 +273,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(history):
         history.plot(out / "loss.png")
     pgm.graph_of(model).draw(out / "graph.png", title=type(model).__name__)
-    _write_samples(model, min(args.num_samples, 256), out / "samples.png", data=data.train)
+    # 2D data: enough points to show the shape of the density; images: one grid.
+    n = max(args.num_samples, 1000) if data_dim == 2 else min(args.num_samples, 256)
+    _write_samples(model, n, out / "samples.png", data=data.train)
     last = history.last()
     print(f"done: {len(history)} steps; last metrics {_fmt(last)}; run directory {out}")
     return 0
