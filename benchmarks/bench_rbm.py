@@ -17,6 +17,15 @@ time and reports the AIS log-likelihood of the test set (Salakhutdinov & Murray 
 of 14,500 betas, ``--ais-chains`` chains) beside their -86.3 nats for CD-25.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_rbm.py [--steps 100] [--sweeps 200] [--mnist --minutes 10 --k 1]
+
+Measured (2-core CPU shared with other jobs, OMP_NUM_THREADS=1, torch 2.13, quietest run):
+CD-1 8.48 ms/step through inference.fit vs 5.57 hand-written (1.52x: the positive phase's
+forward matmul is not shared with the Gibbs sweep, and Engine._apply's gradient finiteness check
+costs about 2.6 ms a step here); Gibbs 296 vs 307 sweeps/s (0.96x) with closed-form
+conditionals, 138 vs 319 (0.43x) with autograd-derived ones. Binarized MNIST, 10 min wall
+(3.6 min CPU under contention): CD-1, 45 epochs, test log-likelihood -133.4 nats (log Z 499.0
++- 0.1); PCD-1 (lr 0.01, 96 epochs, 8.7 min CPU) -144.4 (log Z +- 0.7), against -86.3 for CD-25
+and -125.5 for CD-1 reported by Salakhutdinov & Murray (2008).
 """
 
 from __future__ import annotations
