@@ -3,6 +3,9 @@
 >>> import inference
 >>> inference.ENGINES["mle"].__name__
 'MaximumLikelihood'
+>>> import inference.fit
+>>> callable(inference.fit)
+True
 
 Public names are loaded on first use, so that ``import inference`` stays cheap; every engine
 module is imported (and its engines registered) on first access to `ENGINES` or
@@ -12,6 +15,10 @@ module is imported (and its engines registered) on first access to `ENGINES` or
 from __future__ import annotations
 
 import importlib
+
+# Eager, so that the package attribute `fit` is the function: importing the submodule
+# `inference.fit` first would otherwise leave the module there.
+from inference.fit import fit, resolve_device
 
 #: Modules that define engines (each registers its engines on import).
 ENGINE_MODULES = (
@@ -44,11 +51,9 @@ _EXPORTS = {
     "Sampler": "sampler",
     "Posterior": "posterior",
     "History": "history",
-    "fit": "fit",
-    "resolve_device": "fit",
 }
 
-__all__ = sorted([*_EXPORTS, "ENGINES", "engines_for", "evaluate", "load_engines"])
+__all__ = sorted([*_EXPORTS, "ENGINES", "engines_for", "evaluate", "load_engines", "fit", "resolve_device"])
 
 
 def load_engines() -> dict:
