@@ -94,11 +94,10 @@ def test_engine_swap_normal_normal(name):
 
 
 # ---------------------------------------------------------------------------------- logistic regression
-@pytest.mark.slow
 def test_logistic_regression_svi_agrees_with_nuts():
     """NUTS (2 sequential chains of 150 + 400 draws, r-hat < 1.01) and SVI (meanfield,
     AutoNormal) agree on the posterior means within 0.15 (posterior sd ~ 0.3). About 15-30 s on
-    one core (60 s when other processes share it)."""
+    one core (60 s when other processes share it); in the default run, being a done-when test."""
     model = BayesianLogisticRegression(2)
     X, y = model.simulate(100, seed=3)
     nuts = MCMC(model, num_samples=400, warmup_steps=150, num_chains=2)
