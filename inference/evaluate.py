@@ -39,6 +39,7 @@ from pgm.program import isolated, max_plate_nesting, sample_sites, site_kind, un
 
 __all__ = [
     "log_likelihood",
+    "log_partition",
     "bits_per_dim",
     "kl_per_dimension",
     "unit_activity",
@@ -117,13 +118,22 @@ def log_likelihood(
     >>> log_likelihood(coin, torch.tensor([1.0, 0.0]), method="exact").exp()
     tensor([0.2500, 0.7500])
     """
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+    if method not in METHODS and method not in PARTITION_METHODS:
+        raise ValueError(f"method: expected one of {sorted([*METHODS, *PARTITION_METHODS])}, got {method!r}")
     if not torch.is_tensor(data) or data.dim() == 0:
         raise TypeError(f"data: expected a tensor with a batch dimension, got {type(data).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     model = _as_model(model, data)
+    energy_only = model.missing("log_prob") is not None and model.missing("energy") is None
+    if method in PARTITION_METHODS or (method == "exact" and energy_only):
+        # -E(x) - log Z, with log Z computed once (AIS chains: `num_samples`; the AIS base
+        # distribution is fitted to `base_data=` if given, else to `data`).
+        from inference.partition import ais_log_likelihood
+
+        if method == "ais":
+            options.setdefault("num_chains", num_samples)
+        return ais_log_likelihood(model, data, method=method, **options).to(data.device)
     if method == "iwae":
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
@@ -148,6 +158,20 @@ def log_likelihood(
             batch = data[start : start + batch_size].to(device)
             out.append(METHODS[method](model, guide, batch, **options).to(data.device))
     return torch.cat(out)
+
+
+#: Methods that go through the log partition function (`inference.partition`): log p(x) =
+#: -E(x) - log Z for models with an energy. ``"exact"`` also does, for a model whose energy is
+#: known but whose log-density is not (a small RBM: log Z by enumeration).
+PARTITION_METHODS = ("ais",)
+
+
+def log_partition(model: Any, method: str = "exact", **options: Any):
+    """log Z of an energy-based model: exact enumeration or annealed importance sampling (see
+    `inference.partition.log_partition`)."""
+    from inference.partition import log_partition as _log_partition
+
+    return _log_partition(model, method, **options)
 
 
 @register_method("exact")

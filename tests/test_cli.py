@@ -115,3 +115,35 @@ def test_train_bad_input_is_one_clear_line(argv, message, capsys, tmp_path, monk
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_train_rbm_binarizes_the_digits_and_draws_a_grid(tmp_path, capsys):
+    import json
+
+    code, out = _train(tmp_path, "rbm", "--engine", "pcd", "--data", "digits", "--epochs", "1", "--batch-size", "200",
+                       "--set", "h_dim=16")
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["data_settings"]["binarize"] is True and config["model_settings"]["v_dim"] == 64
+    assert (out / "samples.png").exists() and (out / "graph.png").exists()
+    assert main(["eval", str(out), "--method", "ais", "--num-samples", "20", "--limit", "50"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["method"] == "ais" and 0 < result["nll_nats"] < 64 * 0.7 + 1
+
+
+@pytest.mark.parametrize("engine", ["sliced-sm", "dsm", "nce", "pcd"])
+def test_train_ebm_on_moons_draws_density_and_samples(engine, tmp_path, capsys):
+    code, out = _train(tmp_path, "ebm", "--engine", engine, "--data", "moons", "--data-set", "n_samples=400",
+                       "--epochs", "2", "--batch-size", "100", "--num-samples", "64")
+    assert code == 0, capsys.readouterr().err
+    assert (out / "samples.png").exists() and (out / "samples_density.png").exists()
+
+
+def test_train_sampler_settings(tmp_path, capsys):
+    code, out = _train(tmp_path, "ebm", "--engine", "pcd", "--data", "moons", "--data-set", "n_samples=200",
+                       "--epochs", "1", "--batch-size", "100", "--engine-set", "sampler=mala",
+                       "--engine-set", "sampler_step_size=0.03", "--engine-set", "k=3")
+    assert code == 0, capsys.readouterr().err
+    assert main(["train", "ebm", "--engine", "pcd", "--data", "moons", "--engine-set", "sampler=hmc",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "sampler: expected one of gibbs, ula, mala" in capsys.readouterr().err
