@@ -377,7 +377,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                          download=False))
     test = data.test[: args.limit] if args.limit else data.test
     test = test.reshape(test.shape[0], -1) if test.dim() > 2 else test
-    ll = evaluate.log_likelihood(model, test, method=args.method, num_samples=args.num_samples)
+    extra = {}
+    if args.method == "ais":  # the AIS base distribution is fitted to the training data
+        train = data.train
+        extra["base_data"] = train.reshape(train.shape[0], -1) if train.dim() > 2 else train
+    ll = evaluate.log_likelihood(model, test, method=args.method, num_samples=args.num_samples, **extra)
     nll = -float(ll.mean())
     dims = math.prod(test.shape[1:])
     result = {"method": args.method, "num_samples": args.num_samples, "test_size": test.shape[0],
