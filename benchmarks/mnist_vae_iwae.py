@@ -5,8 +5,8 @@ and decoder 50-200-200-784, tanh units, a diagonal Gaussian guide, a Bernoulli l
 standard Normal prior over 50 latent dimensions. It is `models.vae.VAE` with networks from
 `models.nets`, trained by `inference.SVI` through `inference.fit` for a stated budget of
 process CPU time (`--clock wall`: wall-clock time), then evaluated with `inference.evaluate.log_likelihood(method="iwae", num_samples=5000)`
-on the test set (or its first `--test-images` images, when 5000 samples x 10,000 images is too
-slow for the machine).
+on the test set (or a random subset of `--test-images` images, when 5000 samples x 10,000
+images is too slow for the machine).
 
 Published figures for this architecture (Burda et al. 2015, "Importance Weighted Autoencoders",
 Table 1, MNIST, 1 stochastic layer; test NLL in nats, estimated with k = 5000 samples, after
@@ -36,7 +36,14 @@ ordinary ELBO "trace" with k = 1, i.e. the VAE column):
         32,326 steps (64.7 epochs); whole test set (10,000 images):
         IWAE-5000 bound -93.11 nats (NLL <= 93.11, 0.171 bits/dim); ELBO -99.35 nats;
         evaluation 23.8 min wall.
+    --minutes 10 --clock cpu --test-images 2000    (10.0 CPU minutes, 10.0 min wall)
+        68,526 steps (137 epochs); a random 2,000 test images (seed 0):
+        IWAE-5000 bound -92.27 nats (NLL <= 92.27, 0.170 bits/dim); ELBO -98.87 nats;
+        evaluation 4.0 min.
     Published VAE (k = 1): 86.76 nats, after 3,280 passes over the data.
+
+(The test file's order is not random: its first 2,000 images have fewer ink pixels and gave
+-74.7 nats with the same model, hence the random subset.)
 """
 
 from __future__ import annotations
@@ -86,7 +93,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--num-samples", type=int, default=5000, help="K of the evaluation bound")
-    parser.add_argument("--test-images", type=int, default=1000, help="first N test images (10000: all)")
+    parser.add_argument("--test-images", type=int, default=1000,
+                        help="a random subset of N test images, drawn with --seed (10000: all)")
+    parser.add_argument("--save", default=None, help="save the trained VAE's state_dict here")
     parser.add_argument("--root", default="/work/shared/data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
@@ -113,7 +122,13 @@ def main(argv=None) -> dict:
     losses = [v for v in history["loss"][-500:] if v is not None]
     train_elbo = -sum(losses) / len(losses) if losses else float("nan")
 
-    test = data.test[: args.test_images]
+    if args.save:
+        torch.save(vae.state_dict(), args.save)
+    test = data.test
+    if args.test_images < len(test):
+        # A random subset: the file's order is not random (its first images have fewer ink pixels).
+        pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[: args.test_images]
+        test = test[pick]
     t0 = time.perf_counter()
     iwae = log_likelihood(vae, test, method="iwae", num_samples=args.num_samples, batch_size=8).mean().item()
     eval_s = time.perf_counter() - t0
