@@ -31,6 +31,7 @@ ENGINE_MODULES = (
     "score_matching",
     "nce",
     "maximum_likelihood",
+    "objective",
 )
 
 _EXPORTS = {
@@ -48,6 +49,7 @@ _EXPORTS = {
     "NCE": "nce",
     "FlowContrastive": "nce",
     "MaximumLikelihood": "maximum_likelihood",
+    "Objective": "objective",
     "Sampler": "sampler",
     "Posterior": "posterior",
     "History": "history",

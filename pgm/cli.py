@@ -124,6 +124,7 @@ ENGINE_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "nuts": ("mcmc", {"kernel": "nuts"}),
     "hmc": ("mcmc", {"kernel": "hmc"}),
     "mle": ("mle", {}),
+    "objective": ("objective", {}),
     "cd": ("cd", {"k": 1}),
     "pcd": ("cd", {"k": 1, "persistent": True}),
     "sm": ("sm", {"method": "exact"}),
@@ -132,8 +133,9 @@ ENGINE_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "nce": ("nce", {}),
     "fce": ("fce", {}),
 }
-#: The engine `pgm train` uses when none is named: the first that applies to the model.
-ENGINE_PREFERENCE = ("svi", "mle", "pcd", "sliced-sm", "mcmc")
+#: The engine `pgm train` uses when none is named: the first that applies to the model (a model
+#: that states its own training objective, like the VQ-VAE, is trained by it).
+ENGINE_PREFERENCE = ("objective", "svi", "mle", "pcd", "sliced-sm", "mcmc")
 #: Constructor arguments that take the data's dimension when not set explicitly.
 DATA_DIM_ARGS = ("x_dim", "v_dim")
 RUN_CONFIG = "config.json"
@@ -282,7 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _fmt(metrics: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if v is not None)
 
 
 def _draw(model, n: int, mean: bool = False):
