@@ -249,9 +249,8 @@ class Model(nn.Module):
                     trace = trace_program(self.model, chunk, kwargs)
                 except ProgramError as error:
                     shapes = [tuple(a.shape) for a in chunk if torch.is_tensor(a)]
-                    raise ValueError(
-                        f"data: shapes {shapes} do not fit {type(self).__name__}: {error.__cause__ or error}"
-                    ) from error
+                    cause = str(error.__cause__ or error).split("Trace Shapes:")[0].strip()  # Pyro's shape table
+                    raise ValueError(f"data: shapes {shapes} do not fit {type(self).__name__}: {cause}") from error
             for name, site in sample_sites(trace):
                 if site_kind(site) != "observed":
                     continue
@@ -259,10 +258,15 @@ class Model(nn.Module):
                 value = site["value"]
                 ok = support.check(value)
                 if not bool(ok.all()):
-                    bad = value[~ok] if ok.shape == value.shape else value
+                    # count single values with the base distribution's elementwise support
+                    base = unwrap(site["fn"])
+                    elementwise = base.support.check(value)
+                    if elementwise.shape != value.shape:
+                        elementwise = ok
+                    bad = value[~elementwise] if elementwise.shape == value.shape else value
                     raise ValueError(
-                        f"data: {int((~ok).sum())} values of observed site {name!r} lie outside the support "
-                        f"of its {type(unwrap(site['fn'])).__name__} likelihood ({support}); e.g. "
+                        f"data: {int((~elementwise).sum())} of {value.numel()} values of observed site {name!r} lie "
+                        f"outside the support of its {type(base).__name__} likelihood ({support}); e.g. "
                         f"{bad.flatten()[:3].tolist()}. Preprocess the data (e.g. binarize for a "
                         "Bernoulli likelihood) or choose another likelihood."
                     )
