@@ -18,7 +18,7 @@ import importlib
 
 # Eager, so that the package attribute `fit` is the function: importing the submodule
 # `inference.fit` first would otherwise leave the module there.
-from inference.fit import fit, resolve_device
+from inference.fit import fit, resolve_device  # noqa: F401
 
 #: Modules that define engines (each registers its engines on import).
 ENGINE_MODULES = (

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.engine import Engine, as_args, register_engine
-from inference.maximum_likelihood import make_optimizer, move_optimizer_state
+from inference.maximum_likelihood import make_optimizer
 from inference.sampler import Chains, Sampler
 
 __all__ = ["ContrastiveDivergence"]
@@ -207,7 +207,6 @@ class ContrastiveDivergence(Engine):
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "chains": None if self.chains is None else {k: v.clone() for k, v in self.chains.items()},
             "buffer": None if self.buffer is None else self.buffer.clone(),
             "sampler": self.sampler.state_dict(),
@@ -215,7 +214,6 @@ class ContrastiveDivergence(Engine):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
         device = self.model.device
         self.chains = _move(state.get("chains"), device)
         self.buffer = None if state.get("buffer") is None else state["buffer"].to(device)
@@ -223,7 +221,6 @@ class ContrastiveDivergence(Engine):
 
     def to(self, device=None, dtype=None) -> "ContrastiveDivergence":
         super().to(device, dtype)
-        move_optimizer_state(self.optimizer, device, dtype)
         self.chains = _move(self.chains, device, dtype)
         if self.buffer is not None:
             self.buffer = self.buffer.to(device=device, dtype=dtype)

@@ -128,15 +128,23 @@ class Engine:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def state_dict(self) -> dict[str, Any]:
-        """Engine state for an exact resume (model parameters are saved separately)."""
-        return {"num_steps": self.num_steps}
+        """Engine state for an exact resume (model parameters are saved separately): the step
+        count and, for engines keeping their optimiser in ``self.optimizer``, its state."""
+        state: dict[str, Any] = {"num_steps": self.num_steps}
+        if isinstance(getattr(self, "optimizer", None), torch.optim.Optimizer):
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_steps = int(state["num_steps"])
+        if isinstance(getattr(self, "optimizer", None), torch.optim.Optimizer) and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
 
     def to(self, device=None, dtype=None) -> "Engine":
-        """Move the model and the engine's state to `device` / `dtype`."""
+        """Move the model and the engine's state (the optimiser's included) to `device` / `dtype`."""
         self.model.to(device=device, dtype=dtype)
+        if isinstance(getattr(self, "optimizer", None), torch.optim.Optimizer):
+            move_optimizer_state(self.optimizer, device, dtype)
         return self
 
     def posterior(self, num_samples: int = 1000, *args, **kwargs):
@@ -173,6 +181,15 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__})"
+
+
+def move_optimizer_state(optimizer: torch.optim.Optimizer, device=None, dtype=None) -> None:
+    """Move an optimiser's per-parameter state tensors to `device` (floating ones to `dtype`),
+    leaving the scalar step counters where torch keeps them."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and not (key == "step" and value.dim() == 0):
+                state[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else None)
 
 
 def _all_finite(grads: list[torch.Tensor]) -> bool:

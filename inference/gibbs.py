@@ -51,7 +51,7 @@ from inference.engine import EngineError, _refusal
 from inference.sampler import Chains, Sampler
 from pgm.enumerate import _log_joint
 from pgm.extract import _is_binary, _unit_names
-from pgm.program import isolated, sample_sites, site_kind, trace_program, unwrap
+from pgm.program import isolated, sample_sites, trace_program, unwrap
 
 __all__ = ["Gibbs", "UNIT_LIMIT"]
 

@@ -41,15 +41,6 @@ def make_optimizer(optim: str | type[torch.optim.Optimizer], params, lr: float, 
     return optim(params, lr=lr, **kwargs)
 
 
-def move_optimizer_state(optimizer: torch.optim.Optimizer, device=None, dtype=None) -> None:
-    """Move an optimiser's per-parameter state tensors to `device` (floating ones to `dtype`),
-    leaving the scalar step counters where torch keeps them."""
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if torch.is_tensor(value) and not (key == "step" and value.dim() == 0):
-                state[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-
-
 @register_engine("mle", "ml")
 class MaximumLikelihood(Engine):
     """Maximum likelihood by gradient descent on ``-model.log_prob(*batch).mean()``.
@@ -78,14 +69,3 @@ class MaximumLikelihood(Engine):
             metrics["bits_per_dim"] = nll / (math.log(2) * max(x[0].numel(), 1))
         return metrics
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def to(self, device=None, dtype=None) -> "MaximumLikelihood":
-        super().to(device, dtype)
-        move_optimizer_state(self.optimizer, device, dtype)
-        return self

@@ -26,7 +26,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
-import pyro
 import pyro.infer.mcmc as pyro_mcmc
 import torch
 

@@ -33,7 +33,8 @@ from pyro.distributions import transforms as T
 from torch import nn
 
 from inference.engine import Engine, as_args, register_engine
-from inference.maximum_likelihood import make_optimizer, move_optimizer_state
+from inference.engine import move_optimizer_state
+from inference.maximum_likelihood import make_optimizer
 
 __all__ = ["NCE", "FlowContrastive", "CouplingFlow"]
 
@@ -94,7 +95,6 @@ class _Contrastive(Engine):
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "log_normalizer": self.log_normalizer.detach().clone(),
         }
 
@@ -102,12 +102,10 @@ class _Contrastive(Engine):
         super().load_state_dict(state)
         with torch.no_grad():
             self.log_normalizer.copy_(state["log_normalizer"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def to(self, device=None, dtype=None) -> "_Contrastive":
         super().to(device, dtype)
         self.log_normalizer.data = self.log_normalizer.data.to(device=device, dtype=dtype)
-        move_optimizer_state(self.optimizer, device, dtype)
         return self
 
 

@@ -23,7 +23,7 @@ import torch
 
 import pgm
 from inference.engine import Engine, as_args, register_engine
-from inference.maximum_likelihood import make_optimizer, move_optimizer_state
+from inference.maximum_likelihood import make_optimizer
 
 __all__ = ["Objective"]
 
@@ -73,15 +73,3 @@ class Objective(Engine):
             with torch.no_grad():
                 metrics["codes_reset"] = float(self.model.reset_dead_codes(args[0]))
         return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def to(self, device=None, dtype=None) -> "Objective":
-        super().to(device, dtype)
-        move_optimizer_state(self.optimizer, device, dtype)
-        return self

@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 
 import pgm
-from pgm.enumerate import joint_support
 from pgm.extract import _is_binary
 from pgm.program import isolated, unwrap
 

@@ -31,7 +31,7 @@ import torch
 import pgm
 from inference.engine import Engine, EngineError, _refusal, as_args, register_engine
 from inference.langevin import as_score_model, check_sigmas, has_score, score_of
-from inference.maximum_likelihood import make_optimizer, move_optimizer_state
+from inference.maximum_likelihood import make_optimizer
 
 __all__ = ["ScoreMatching", "METHODS", "geometric"]
 
@@ -183,17 +183,6 @@ class ScoreMatching(Engine):
         return {"loss": self._apply(self.loss(batch), self.optimizer)}
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def to(self, device=None, dtype=None) -> "ScoreMatching":
-        super().to(device, dtype)
-        move_optimizer_state(self.optimizer, device, dtype)
-        return self
 
     def __repr__(self) -> str:
         return f"ScoreMatching({type(self.model).__name__}, method={self.method!r})"

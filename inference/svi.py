@@ -41,7 +41,6 @@ the interpreted ELBO for that VAE on CPU with PyTorch 2.x, so it is off by defau
 from __future__ import annotations
 
 import math
-import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable
 

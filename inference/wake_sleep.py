@@ -31,7 +31,8 @@ from torch import nn
 
 import pgm
 from inference.engine import Engine, EngineError, as_args, register_engine
-from inference.maximum_likelihood import make_optimizer, move_optimizer_state
+from inference.engine import move_optimizer_state
+from inference.maximum_likelihood import make_optimizer
 
 __all__ = ["WakeSleep"]
 

@@ -31,7 +31,6 @@ from pgm.program import (
     ProgramError,
     check_program,
     isolated,
-    plate_frames,
     sample_sites,
     site_kind,
     trace_program,

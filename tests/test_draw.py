@@ -2,7 +2,6 @@
 arrows only on directed edges, and bad arguments are refused clearly."""
 
 import matplotlib
-import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure

@@ -2,7 +2,6 @@
 annealed Langevin runs through the noise levels with the right step sizes, initialisations,
 and the refusals (discrete models; MALA without an energy)."""
 
-import math
 
 import pytest
 import scipy.linalg

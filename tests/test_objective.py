@@ -49,7 +49,7 @@ def test_objective_resumes_exactly(tmp_path):
 
 
 def test_objective_refuses_a_model_without_its_own_loss():
-    with pytest.raises(EngineError, match="loss.*Engines that would work: SVI"):
+    with pytest.raises(EngineError, match="loss.*Engines that would work:.*SVI"):
         inference.Objective(models.VAE(x_dim=8, z_dim=2))
     with pytest.raises(ValueError, match="reset_dead_codes_every"):
         inference.Objective(models.VQVAE(x_dim=16, num_codes=4, code_dim=2, num_latents=2), reset_dead_codes_every=0)

@@ -2,7 +2,6 @@
 in a temporary folder, with `PGM_TUTORIAL_SHORT=1` so that training cells take short runs)."""
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
