@@ -259,7 +259,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     engine_settings = parse_settings(args.engine_set)
     if args.lr is not None:
         engine_settings["lr"] = args.lr
-    engine_name, engine = _engine(args.engine, model, engine_settings)
+    greedy = callable(getattr(model, "pretrain", None)) and args.engine in (None, "cd", "pcd")
+    if greedy:  # a deep belief net: its RBMs trained greedily, layer by layer, by CD
+        engine_name, engine = args.engine or "cd", None
+    else:
+        engine_name, engine = _engine(args.engine, model, engine_settings)
     config = {
         "model": args.model, "model_settings": model_settings, "engine": engine_name,
         "engine_settings": engine_settings, "data": args.data, "data_settings": data_settings,
@@ -268,10 +272,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     out.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2, default=str))
-    print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on {args.data} "
-          f"{tuple(train.shape)} -> {out}")
-    history = fit(engine, train, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-                  seed=args.seed, checkpoint_dir=out, resume=args.resume, progress=not args.quiet)
+    if greedy:
+        history = _pretrain(model, train, engine_name, engine_settings, args, out)
+    else:
+        print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on {args.data} "
+              f"{tuple(train.shape)} -> {out}")
+        history = fit(engine, train, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
+                      seed=args.seed, checkpoint_dir=out, resume=args.resume, progress=not args.quiet)
     if len(history):
         history.plot(out / "loss.png")
     pgm.graph_of(model).draw(out / "graph.png", title=type(model).__name__)
@@ -281,6 +288,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     last = history.last()
     print(f"done: {len(history)} steps; last metrics {_fmt(last)}; run directory {out}")
     return 0
+
+
+def _pretrain(model, train, engine_name: str, settings: dict[str, Any], args, out: Path):
+    """Greedy layer-wise training (`model.pretrain`, a DBN): one CD run per layer; the last
+    layer's history is the run's, each layer's is saved beside it; the model is checkpointed at
+    the end (no mid-run resume)."""
+    from inference.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from inference.fit import resolve_device
+
+    if args.resume:
+        raise CommandError(f"--resume: greedy layer-wise training of {type(model).__name__} cannot resume; start again")
+    model.to(resolve_device(args.device))
+    print(f"training {type(model).__name__} greedily, layer by layer, by contrastive divergence ({engine_name}) "
+          f"on {args.data} {tuple(train.shape)} -> {out}")
+    histories = model.pretrain(train, epochs=args.epochs, batch_size=args.batch_size, persistent=engine_name == "pcd",
+                               seed=args.seed, progress=not args.quiet, **settings)
+    for i, layer_history in enumerate(histories):
+        layer_history.save(out / f"history_layer{i}.json")
+    save_checkpoint(out / CHECKPOINT_NAME, {"model": model.state_dict(), "engine_name": engine_name,
+                                            "step": sum(len(h) for h in histories)})
+    return histories[-1]
 
 
 def _fmt(metrics: dict) -> str:

@@ -163,10 +163,11 @@ class Model(nn.Module):
         return None
 
     def _unnormalised_reason(self, s: Structure) -> str | None:
-        """Why the joint density of the program is not normalised over the data, or None: a
-        `pyro.factor` potential whose scope holds an observed site makes p(x, z) known only up
-        to log Z (an RBM, an EBM). Potentials over latents alone (a soft constraint, a custom
-        likelihood of data passed as an argument) keep the program usable by ELBO methods."""
+        """Why the program's joint density is not normalised for learning, or None. A
+        `pyro.factor` potential leaves log Z unknown when its scope holds an observed site (an
+        RBM, an EBM) or when its value depends on the model's learnable parameters (the top RBM
+        of a DBN: its log Z changes with them). Parameter-free potentials over latents alone (a
+        soft constraint in inference) keep the program usable by ELBO methods."""
         if not s.factor:
             return None
         from pgm.extract import graph_of
@@ -174,10 +175,19 @@ class Model(nn.Module):
         observed = set(s.observed)
         graph = graph_of(self)
         on_data = sorted(f for f, spec in graph.factors.items() if observed & set(spec["scope"]))
-        if not on_data:
-            return None
-        return (f"its pyro.factor potentials over observed sites ({', '.join(on_data)}) leave the likelihood "
-                "unnormalised (log Z unknown)")
+        if on_data:
+            return (f"its pyro.factor potentials over observed sites ({', '.join(on_data)}) leave the likelihood "
+                    "unnormalised (log Z unknown)")
+        with isolated(), torch.enable_grad():
+            trace = self.trace()
+        learnable = sorted(
+            name for name, site in sample_sites(trace)
+            if site_kind(site) == "factor" and getattr(getattr(unwrap(site["fn"]), "log_factor", None), "requires_grad", False)
+        )
+        if learnable:
+            return (f"its pyro.factor potentials ({', '.join(learnable)}) depend on learnable parameters, so their "
+                    "log Z changes with them and is unknown")
+        return None
 
     # ------------------------------------------------------------------ derived defaults
     def log_prob(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

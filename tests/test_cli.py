@@ -147,3 +147,14 @@ def test_train_sampler_settings(tmp_path, capsys):
     assert main(["train", "ebm", "--engine", "pcd", "--data", "moons", "--engine-set", "sampler=hmc",
                  "--out", str(tmp_path / "x")]) == 2
     assert "sampler: expected one of gibbs, ula, mala" in capsys.readouterr().err
+
+
+def test_train_dbn_greedily_then_sample(tmp_path, capsys):
+    code, out = _train(tmp_path, "dbn", "--data", "digits", "--epochs", "1", "--batch-size", "200",
+                       "--set", "hidden_dims=(16, 8)")
+    assert code == 0, capsys.readouterr().err
+    assert (out / "history_layer0.json").exists() and (out / "history_layer1.json").exists()
+    assert main(["sample", str(out), "-n", "4", "-o", str(tmp_path / "s.pt")]) == 0
+    import torch
+
+    assert torch.load(tmp_path / "s.pt").shape == (4, 64)

@@ -129,6 +129,8 @@ def test_normalized_capability_tells_undirected_likelihoods_apart():
     assert "normalized" not in models.RBM(v_dim=4, h_dim=3).capabilities()
     assert "interaction" in models.RBM(v_dim=4, h_dim=3).missing("normalized")
     assert "normalized" in models.EightSchools().capabilities()
+    # the top RBM of a DBN: potentials over latents only, but with learnable parameters
+    assert "learnable parameters" in models.DBN(v_dim=6, hidden_dims=(4, 3)).missing("normalized")
 
     def constrained(x):
         mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
