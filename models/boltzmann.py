@@ -16,14 +16,14 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from models.rbm import VisibleHidden
 from models.registry import register
-from pgm import Model
 
 __all__ = ["BoltzmannMachine"]
 
 
 @register("boltzmann_machine", v_dim=6, h_dim=3)
-class BoltzmannMachine(Model):
+class BoltzmannMachine(VisibleHidden):
     """General (semi-restricted when `hidden_lateral=False`) Boltzmann machine.
 
     - `visible_lateral` / `hidden_lateral`: whether v-v / h-h connections exist;
@@ -40,15 +40,8 @@ class BoltzmannMachine(Model):
 
     def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01, visible_lateral: bool = True,
                  hidden_lateral: bool = True) -> None:
-        super().__init__()
-        for arg, value in (("v_dim", v_dim), ("h_dim", h_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg}: expected a positive int, got {value!r}")
-        self.v_dim, self.h_dim = v_dim, h_dim
+        super().__init__(v_dim, h_dim, init_scale)
         self.visible_lateral, self.hidden_lateral = bool(visible_lateral), bool(hidden_lateral)
-        self.W = nn.Parameter(init_scale * torch.randn(v_dim, h_dim))
-        self.b = nn.Parameter(torch.zeros(v_dim))
-        self.c = nn.Parameter(torch.zeros(h_dim))
         # Only the strict upper triangle is used: symmetric with zero diagonal by construction.
         self.L_raw = nn.Parameter(init_scale * torch.randn(v_dim, v_dim), requires_grad=self.visible_lateral)
         self.J_raw = nn.Parameter(init_scale * torch.randn(h_dim, h_dim), requires_grad=self.hidden_lateral)
@@ -67,9 +60,6 @@ class BoltzmannMachine(Model):
     def J(self) -> torch.Tensor:
         """Hidden-hidden weights (h_dim, h_dim): symmetric, zero diagonal (zero if not lateral)."""
         return self._symmetric(self.J_raw) if self.hidden_lateral else torch.zeros_like(self.J_raw)
-
-    def example_inputs(self, batch_size: int = 2) -> tuple:
-        return (torch.zeros(batch_size, self.v_dim, dtype=self.dtype, device=self.device),)
 
     def model(self, v=None):
         n = v.shape[0] if v is not None else 1

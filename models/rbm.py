@@ -32,7 +32,7 @@ from torch import nn
 from models.registry import register
 from pgm import Model
 
-__all__ = ["RBM", "GaussianRBM"]
+__all__ = ["RBM", "GaussianRBM", "VisibleHidden"]
 
 
 def _check_dims(**dims) -> None:
@@ -46,6 +46,23 @@ def _check_batch(arg: str, x, width: int) -> None:
         raise TypeError(f"{arg}: expected a tensor, got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != width:
         raise ValueError(f"{arg}: expected shape (batch, {width}), got {tuple(x.shape)}")
+
+
+class VisibleHidden(Model):
+    """Base of the Boltzmann machines: `v_dim` visible and `h_dim` hidden units, the
+    visible-hidden weights `W` (v_dim, h_dim) drawn with standard deviation `init_scale`, and the
+    biases `b` (v_dim,) and `c` (h_dim,). Subclasses write the program and the closed forms."""
+
+    def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01) -> None:
+        super().__init__()
+        _check_dims(v_dim=v_dim, h_dim=h_dim)
+        self.v_dim, self.h_dim = v_dim, h_dim
+        self.W = nn.Parameter(init_scale * torch.randn(v_dim, h_dim))
+        self.b = nn.Parameter(torch.zeros(v_dim))
+        self.c = nn.Parameter(torch.zeros(h_dim))
+
+    def example_inputs(self, batch_size: int = 2) -> tuple:
+        return (torch.zeros(batch_size, self.v_dim, dtype=self.dtype, device=self.device),)
 
 
 class _BlockGibbsMixin:
@@ -69,7 +86,7 @@ class _BlockGibbsMixin:
 
 
 @register("rbm", v_dim=6, h_dim=4)
-class RBM(_BlockGibbsMixin, Model):
+class RBM(_BlockGibbsMixin, VisibleHidden):
     """Bernoulli-Bernoulli RBM with `v_dim` visible and `h_dim` hidden units.
 
     >>> import pgm
@@ -80,17 +97,6 @@ class RBM(_BlockGibbsMixin, Model):
     >>> rbm.energy(torch.ones(2, 4)).shape, rbm.sample(5, num_steps=10).shape
     (torch.Size([2]), torch.Size([5, 4]))
     """
-
-    def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01) -> None:
-        super().__init__()
-        _check_dims(v_dim=v_dim, h_dim=h_dim)
-        self.v_dim, self.h_dim = v_dim, h_dim
-        self.W = nn.Parameter(init_scale * torch.randn(v_dim, h_dim))
-        self.b = nn.Parameter(torch.zeros(v_dim))
-        self.c = nn.Parameter(torch.zeros(h_dim))
-
-    def example_inputs(self, batch_size: int = 2) -> tuple:
-        return (torch.zeros(batch_size, self.v_dim, dtype=self.dtype, device=self.device),)
 
     def model(self, v=None):
         n = v.shape[0] if v is not None else 1
@@ -141,7 +147,7 @@ class RBM(_BlockGibbsMixin, Model):
 
 
 @register("gaussian_rbm", v_dim=2, h_dim=8)
-class GaussianRBM(_BlockGibbsMixin, Model):
+class GaussianRBM(_BlockGibbsMixin, VisibleHidden):
     """Gaussian-Bernoulli RBM: `v_dim` real visible units, `h_dim` binary hidden units.
 
     E(v, h) = sum_i (v_i - b_i)^2 / (2 sigma_i^2) - sum_ij (v_i / sigma_i) W_ij h_j - c^T h, so
@@ -154,21 +160,13 @@ class GaussianRBM(_BlockGibbsMixin, Model):
     """
 
     def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01, learn_sigma: bool = False) -> None:
-        super().__init__()
-        _check_dims(v_dim=v_dim, h_dim=h_dim)
-        self.v_dim, self.h_dim = v_dim, h_dim
-        self.W = nn.Parameter(init_scale * torch.randn(v_dim, h_dim))
-        self.b = nn.Parameter(torch.zeros(v_dim))
-        self.c = nn.Parameter(torch.zeros(h_dim))
+        super().__init__(v_dim, h_dim, init_scale)
         self.log_sigma = nn.Parameter(torch.zeros(v_dim), requires_grad=bool(learn_sigma))
 
     @property
     def sigma(self) -> torch.Tensor:
         """Standard deviation of each visible unit given h, shape (v_dim,)."""
         return self.log_sigma.exp()
-
-    def example_inputs(self, batch_size: int = 2) -> tuple:
-        return (torch.zeros(batch_size, self.v_dim, dtype=self.dtype, device=self.device),)
 
     def model(self, v=None):
         n = v.shape[0] if v is not None else 1
