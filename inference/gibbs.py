@@ -21,11 +21,17 @@ The conditionals: for binary units whose energy is linear in each unit (every Bo
 machine: no self-interaction), log p(u_i = 1 | rest) - log p(u_i = 0 | rest) is the derivative
 of the log joint with respect to u_i, and within a block these derivatives do not depend on each
 other. So one autograd gradient of the program's log joint (factors and base measures) gives the
-logits of a whole block. A model that offers closed-form conditionals
+logits of a whole block. That gradient is traced once per block into a graph of tensor operations
+(`inference.compiled.CompiledGradient`: the forward products it does not need are dropped, the
+base measures folded into constants), which runs at the speed of hand-written conditionals;
+``compile=False``, or a program that cannot be traced, uses eager autograd. A model that offers closed-form conditionals
 (``model.gibbs_conditionals()``: site name -> (chains -> distribution of the site given the
 rest), e.g. `models.rbm.RBM`) has them used instead for blocks made of whole sites (set
 ``closed_form=False`` to use the derived ones); a Gaussian RBM's real visible units are drawn
-that way too. Any other real-valued site is refused with an error naming the engines (and the
+that way too. A model whose hidden sites are all drawn first, given the visible units alone,
+and that offers ``model.free_energy_and_hidden(v)`` (the free energy and the hidden sites'
+conditional distributions, computed together) has `from_data` use it for the first draw and
+hand the energy back: contrastive divergence's positive phase then costs no extra product. Any other real-valued site is refused with an error naming the engines (and the
 Langevin sampler) that serve continuous models.
 
 >>> from models.rbm import RBM
@@ -47,8 +53,9 @@ import pyro.poutine as poutine
 import torch
 
 import pgm
+from inference.compiled import CompiledGradient
 from inference.engine import EngineError, _refusal
-from inference.sampler import Chains, Sampler
+from inference.sampler import Chains, Sampler, bernoulli, draw
 from pgm.enumerate import _log_joint
 from pgm.extract import _is_binary, _unit_names
 from pgm.program import isolated, sample_sites, trace_program, unwrap
@@ -65,14 +72,16 @@ class Gibbs(Sampler):
     - `closed_form`: use ``model.gibbs_conditionals()`` where the model has it (default True);
     - `unit_limit`: the largest total number of units whose schedule comes from the unit-level
       graph (larger models use the site-level graph);
-    - `num_steps`: the default number of sweeps of `sample`.
+    - `num_steps`: the default number of sweeps of `sample`;
+    - `compile`: trace the derived conditionals' gradients into graphs (`inference.compiled`).
 
     Chains are ``{site: tensor (n, *unit_shape)}`` for the observed site and every latent site.
     """
 
     requires = frozenset()
 
-    def __init__(self, model: Any, *, closed_form: bool = True, unit_limit: int = UNIT_LIMIT, num_steps: int = 1000) -> None:
+    def __init__(self, model: Any, *, closed_form: bool = True, unit_limit: int = UNIT_LIMIT, num_steps: int = 1000,
+                 compile: bool = True) -> None:
         if not isinstance(model, pgm.Model):
             if callable(model):
                 raise TypeError(
@@ -86,6 +95,8 @@ class Gibbs(Sampler):
         if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
             raise ValueError(f"num_steps: expected a non-negative int, got {num_steps!r}")
         self.num_steps = num_steps
+        self.compile = bool(compile)
+        self._compiled: dict[tuple[str, ...], CompiledGradient] = {}
         structure = model.structure()
         if len(structure.observed) != 1:
             raise ValueError(
@@ -119,6 +130,19 @@ class Gibbs(Sampler):
         whole_sites = all(s in self.closed for s in self.sites)  # closed forms draw whole sites anyway
         self.level = "unit" if total <= unit_limit and not whole_sites else "site"
         self.blocks, self._plan = self._schedule()
+        self._lead = self._hidden_lead() if self.closed and callable(getattr(model, "free_energy_and_hidden", None)) else 0
+
+    def _hidden_lead(self) -> int:
+        """The number of leading blocks that together draw every hidden site whole, given the
+        visible site alone (0 when the schedule does not start that way)."""
+        drawn: set[str] = set()
+        for i, block in enumerate(self._plan):
+            if any(s == self.site for s, _ in block):
+                return i if drawn == set(self.latent_sites) else 0
+            if any(idx is not None for _, idx in block):
+                return 0
+            drawn.update(s for s, _ in block)
+        return 0
 
     # ------------------------------------------------------------------ the schedule
     def _names(self, site: str) -> list[str]:
@@ -211,13 +235,25 @@ class Gibbs(Sampler):
         example = self.model.example_inputs(x.shape[0])
         return (x, *example[1:])
 
+    def _quiet_log_joint(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        with pyro.validation_enabled(False):
+            return self._log_joint(values)
+
     def logits(self, chains: Chains, sites=None) -> dict[str, torch.Tensor]:
         """d log joint / d unit for the binary sites `sites` (default: all) at the chains' state: the
         conditional logit log p(u=1|rest) - log p(u=0|rest) of each unit whose energy is linear in
-        it. One gradient."""
+        it. One gradient (compiled, see the module docstring)."""
         sites = self.sites if sites is None else tuple(sites)
+        values = {s: chains[s].detach().to(self.model.dtype) for s in self.sites}
+        if self.compile:
+            grad = self._compiled.get(sites)
+            if grad is None:
+                grad = self._compiled[sites] = CompiledGradient(self._quiet_log_joint, self.model, sites)
+            out = grad(values)
+            if out is not None:
+                return out
         with torch.enable_grad(), pyro.validation_enabled(False):
-            values = {s: chains[s].detach().to(self.model.dtype).requires_grad_(s in sites) for s in self.sites}
+            values = {s: v.requires_grad_(s in sites) for s, v in values.items()}
             total = self._log_joint(values)
             grads = torch.autograd.grad(total, [values[s] for s in sites], allow_unused=True)
         return {s: (torch.zeros_like(values[s]) if g is None else g.detach()) for s, g in zip(sites, grads)}
@@ -230,17 +266,17 @@ class Gibbs(Sampler):
             return chains
         if all(idx is None and s in self.closed for s, idx in sites):
             for s, _ in sites:
-                chains[s] = self.closed[s](chains).sample().to(self.model.dtype)
+                chains[s] = draw(self.closed[s](chains)).to(self.model.dtype)
             return chains
         logits = self.logits(chains, [s for s, _ in sites])
         for s, idx in sites:
             x = chains[s].reshape(chains[s].shape[0], -1).clone()
             lg = logits[s].reshape(x.shape[0], -1)
             if idx is None:
-                x = torch.bernoulli(torch.sigmoid(lg))
+                x = bernoulli(torch.sigmoid(lg))
             else:
                 idx = idx.to(x.device)
-                x[:, idx] = torch.bernoulli(torch.sigmoid(lg[:, idx]))
+                x[:, idx] = bernoulli(torch.sigmoid(lg[:, idx]))
             chains[s] = x.reshape(chains[s].shape)
         return chains
 
@@ -280,13 +316,33 @@ class Gibbs(Sampler):
             raise ValueError(f"n: expected a positive number of chains, got {n!r}")
         kw = dict(dtype=self.model.dtype, device=self.model.device)
         return {
-            s: torch.bernoulli(torch.full((n, *self.unit_shapes[s]), 0.5, **kw)) if self.binary[s]
+            s: bernoulli(torch.full((n, *self.unit_shapes[s]), 0.5, **kw)) if self.binary[s]
             else torch.randn(n, *self.unit_shapes[s], **kw)
             for s in self.sites
         }
 
     def visible(self, chains: Chains) -> torch.Tensor:
         return chains[self.site]
+
+    def from_data(self, data: torch.Tensor, num_steps: int, energy: bool = False) -> tuple[Chains, torch.Tensor | None]:
+        """Chains after `num_steps` sweeps started at `data` (hidden blocks first, drawn given the
+        data), and with ``energy=True``, where the model offers ``free_energy_and_hidden``, the
+        data's energy with gradients (the first hidden draw comes from the same computation);
+        else None."""
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
+            raise ValueError(f"num_steps: expected a non-negative int, got {num_steps!r}")
+        if not (energy and self._lead and num_steps > 0):
+            with torch.no_grad():
+                return self.run(self.init(data, draw_hidden=False), num_steps), None
+        chains = self.init(data, draw_hidden=False)  # checks the data; hidden sites at zero
+        e, hidden = self.model.free_energy_and_hidden(chains[self.site])
+        with torch.no_grad():
+            for s in self.latent_sites:
+                chains[s] = draw(hidden[s]).to(self.model.dtype)
+            for block in self._plan[self._lead:]:
+                chains = self._draw_block(chains, block, clamp=False)
+            chains = self.run(chains, num_steps - 1)
+        return chains, e
 
     @torch.no_grad()
     def sample(self, n: int, num_steps: int | None = None) -> torch.Tensor:
@@ -303,4 +359,4 @@ class Gibbs(Sampler):
         return chains
 
     def __repr__(self) -> str:
-        return f"Gibbs({type(self.model).__name__}, {len(self.blocks)} blocks, level={self.level!r})"
+        return f"Gibbs({type(self.model).__name__}, {len(self.blocks)} blocks, level={self.level!r}, compile={self.compile})"

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 import pgm
 from pgm.extract import _is_binary
 from pgm.program import isolated, unwrap
+from inference.sampler import bernoulli
 
 __all__ = ["log_partition", "ais_log_likelihood", "AISResult", "METHODS"]
 
@@ -211,7 +212,7 @@ def _ais_rbm(model, betas: torch.Tensor, n: int, data) -> AISResult:
     def log_f(v_bias_term, pre, beta):  # log p*_beta(v) from b_A^T v, b^T v and c + vW
         return (1 - beta) * v_bias_term[0] + beta * v_bias_term[1] + F.softplus(beta * pre).sum(-1)
 
-    v = torch.bernoulli(torch.sigmoid(b_a).expand(n, -1))
+    v = bernoulli(torch.sigmoid(b_a).expand(n, -1).contiguous())
     log_w = torch.zeros(n, **kw)
     betas = betas.tolist()
     for prev, beta in zip(betas[:-1], betas[1:]):
@@ -219,8 +220,8 @@ def _ais_rbm(model, betas: torch.Tensor, n: int, data) -> AISResult:
         pre = v @ W + c
         log_w += log_f(terms, pre, beta) - log_f(terms, pre, prev)
         if beta < 1.0:
-            h = torch.bernoulli(torch.sigmoid(beta * pre))
-            v = torch.bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ W.T + b)))
+            h = bernoulli(torch.sigmoid(beta * pre))
+            v = bernoulli(torch.sigmoid((1 - beta) * b_a + beta * (h @ W.T + b)))
     return _result(log_w, log_z0)
 
 

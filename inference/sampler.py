@@ -11,6 +11,10 @@ so that persistent chains keep their hidden state between steps.
 - ``step(chains) -> chains``: one transition (a sweep over all blocks for Gibbs, one update
   for Langevin), without gradients;
 - ``run(chains, num_steps) -> chains``: `num_steps` transitions;
+- ``from_data(data, num_steps, energy=False) -> (chains, energy)``: `num_steps` transitions
+  from chains at the data (CD-k's negative phase); with ``energy=True`` the second item is the
+  data's energy ``model.energy(data)``, with gradients, where the sampler computes what it
+  needs on the way (an RBM's v W + c serves its first Gibbs draw and F(v)), else None;
 - ``visible(chains) -> Tensor``: the data-shaped part of a state;
 - ``state_dict()`` / ``load_state_dict()``: adaptive state (step sizes, counters).
 
@@ -26,9 +30,27 @@ import torch
 
 import pgm
 
-__all__ = ["Sampler", "Chains"]
+__all__ = ["Sampler", "Chains", "bernoulli", "draw"]
 
 Chains = dict[str, torch.Tensor]
+
+
+def bernoulli(probs: torch.Tensor) -> torch.Tensor:
+    """Independent Bernoulli draws with P(1) = `probs`, as a tensor of `probs`' shape, dtype and
+    device: the comparison u < p of uniform draws u, exact for p in [0, 1], and on CPU about
+    3x faster than `torch.bernoulli` (which draws element by element).
+
+    >>> bernoulli(torch.tensor([0.0, 1.0, 1.0]))
+    tensor([0., 1., 1.])
+    """
+    return (torch.rand_like(probs) < probs).to(probs.dtype)
+
+
+def draw(distribution: torch.distributions.Distribution) -> torch.Tensor:
+    """One draw of `distribution`: by `bernoulli` for a plain Bernoulli, else its `sample()`."""
+    if type(distribution).sample is torch.distributions.Bernoulli.sample:
+        return bernoulli(distribution.probs)
+    return distribution.sample()
 
 
 class Sampler:
@@ -69,6 +91,12 @@ class Sampler:
         for _ in range(num_steps):
             chains = self.step(chains)
         return chains
+
+    def from_data(self, data: torch.Tensor, num_steps: int, energy: bool = False) -> tuple[Chains, torch.Tensor | None]:
+        """Chains after `num_steps` transitions from ``init(data)``, and None: this sampler shares
+        no work with the data's energy (samplers that do override this, see the module docstring)."""
+        with torch.no_grad():
+            return self.run(self.init(data), num_steps), None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

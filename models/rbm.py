@@ -15,6 +15,9 @@ Both offer closed forms that the program implies (and tests check against the de
   in log p(v) = -energy(v) - log Z as long as Z is computed from the same energy;
 - ``p_h_given_v(v)`` and ``p_v_given_h(h)`` (conditional means), and ``gibbs_conditionals()``,
   the site-wise conditional distributions `inference.Gibbs` uses instead of autograd;
+- ``free_energy_and_hidden(v)``: F(v) and p(h | v) together, from one product with W (the
+  hidden units' input is what both need): contrastive divergence's positive phase and its
+  first Gibbs draw from the data share it;
 - ``sample(n)`` by block Gibbs from noise.
 """
 
@@ -113,10 +116,21 @@ class RBM(_BlockGibbsMixin, VisibleHidden):
         """E(v, h) = -v^T W h - b^T v - c^T h per row, shape (batch,)."""
         return -((v @ self.W) * h).sum(-1) - v @ self.b - h @ self.c
 
+    def hidden_input(self, v: torch.Tensor) -> torch.Tensor:
+        """c + v W: the logits of p(h_j = 1 | v), shape (batch, h_dim)."""
+        return torch.addmm(self.c, v, self.W) if v.dim() == 2 else v @ self.W + self.c
+
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """F(v) = -b^T v - sum_j softplus(c_j + v^T W_:j), shape (batch,)."""
         _check_batch("v", v, self.v_dim)
-        return -(v @ self.b) - F.softplus(v @ self.W + self.c).sum(-1)
+        return -(v @ self.b) - F.softplus(self.hidden_input(v)).sum(-1)
+
+    def free_energy_and_hidden(self, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The free energy F(v), shape (batch,), and {"h": p(h | v)} (independent Bernoullis,
+        batch shape (batch, h_dim)), from one product v W."""
+        _check_batch("v", v, self.v_dim)
+        a = self.hidden_input(v)
+        return -(v @ self.b) - F.softplus(a).sum(-1), {"h": dist.Bernoulli(logits=a, validate_args=False)}
 
     def energy(self, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """The free energy of the visible units (hidden units summed out), shape (batch,)."""
@@ -129,7 +143,7 @@ class RBM(_BlockGibbsMixin, VisibleHidden):
 
     def p_h_given_v(self, v: torch.Tensor) -> torch.Tensor:
         """p(h_j = 1 | v) = sigmoid(c + v W), shape (batch, h_dim)."""
-        return torch.sigmoid(v @ self.W + self.c)
+        return torch.sigmoid(self.hidden_input(v))
 
     def p_v_given_h(self, h: torch.Tensor) -> torch.Tensor:
         """p(v_i = 1 | h) = sigmoid(b + W h), shape (batch, v_dim)."""
@@ -138,8 +152,8 @@ class RBM(_BlockGibbsMixin, VisibleHidden):
     def gibbs_conditionals(self) -> dict:
         """Site name -> (chains -> the site's conditional distribution given the other site)."""
         return {
-            "h": lambda chains: dist.Bernoulli(logits=chains["v"] @ self.W + self.c, validate_args=False),
-            "v": lambda chains: dist.Bernoulli(logits=chains["h"] @ self.W.T + self.b, validate_args=False),
+            "h": lambda chains: dist.Bernoulli(logits=self.hidden_input(chains["v"]), validate_args=False),
+            "v": lambda chains: dist.Bernoulli(logits=torch.addmm(self.b, chains["h"], self.W.T), validate_args=False),
         }
 
     def _initial_visible(self, n: int) -> torch.Tensor:
@@ -187,11 +201,24 @@ class GaussianRBM(_BlockGibbsMixin, VisibleHidden):
         s = self.sigma
         return ((v - self.b) ** 2 / (2 * s**2)).sum(-1) - (((v / s) @ self.W) * h).sum(-1) - h @ self.c
 
+    def hidden_input(self, v: torch.Tensor) -> torch.Tensor:
+        """c + (v / sigma) W: the logits of p(h_j = 1 | v), shape (batch, h_dim)."""
+        return (v / self.sigma) @ self.W + self.c
+
+    def _visible_quadratic(self, v: torch.Tensor) -> torch.Tensor:
+        return ((v - self.b) ** 2 / (2 * self.sigma**2)).sum(-1)
+
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """F(v) = sum_i (v_i - b_i)^2 / (2 sigma_i^2) - sum_j softplus(c_j + (v / sigma)^T W_:j)."""
         _check_batch("v", v, self.v_dim)
-        s = self.sigma
-        return ((v - self.b) ** 2 / (2 * s**2)).sum(-1) - F.softplus((v / s) @ self.W + self.c).sum(-1)
+        return self._visible_quadratic(v) - F.softplus(self.hidden_input(v)).sum(-1)
+
+    def free_energy_and_hidden(self, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The free energy F(v), shape (batch,), and {"h": p(h | v)} (independent Bernoullis,
+        batch shape (batch, h_dim)), from one product (v / sigma) W."""
+        _check_batch("v", v, self.v_dim)
+        a = self.hidden_input(v)
+        return self._visible_quadratic(v) - F.softplus(a).sum(-1), {"h": dist.Bernoulli(logits=a, validate_args=False)}
 
     def energy(self, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """The free energy of the visible units (hidden units summed out), shape (batch,)."""
@@ -199,7 +226,7 @@ class GaussianRBM(_BlockGibbsMixin, VisibleHidden):
 
     def p_h_given_v(self, v: torch.Tensor) -> torch.Tensor:
         """p(h_j = 1 | v), shape (batch, h_dim)."""
-        return torch.sigmoid((v / self.sigma) @ self.W + self.c)
+        return torch.sigmoid(self.hidden_input(v))
 
     def p_v_given_h(self, h: torch.Tensor) -> torch.Tensor:
         """E[v | h] = b + sigma * (W h), shape (batch, v_dim)."""
@@ -208,7 +235,7 @@ class GaussianRBM(_BlockGibbsMixin, VisibleHidden):
     def gibbs_conditionals(self) -> dict:
         """Site name -> (chains -> the site's conditional distribution given the other site)."""
         return {
-            "h": lambda chains: dist.Bernoulli(logits=(chains["v"] / self.sigma) @ self.W + self.c, validate_args=False),
+            "h": lambda chains: dist.Bernoulli(logits=self.hidden_input(chains["v"]), validate_args=False),
             "v": lambda chains: dist.Normal(self.p_v_given_h(chains["h"]), self.sigma.expand(chains["h"].shape[0], -1)),
         }
 

@@ -84,7 +84,9 @@ def test_cd_k_restarts_from_the_data_and_reports_the_reconstruction(digits):
     assert engine.chains is None  # nothing persists
     errors = history["reconstruction_error"]
     assert sum(errors[-10:]) / 10 < 0.7 * sum(errors[:10]) / 10
-    assert all(pl < 0 for pl in history["pseudo_likelihood"])
+    pl = history["pseudo_likelihood"]
+    assert [i for i, v in enumerate(pl) if v is not None] == list(range(0, len(pl), 10))  # every pl_every=10 steps
+    assert all(v < 0 for v in pl if v is not None)
     assert history["loss"][0] == pytest.approx(history["energy_data"][0] - history["energy_samples"][0], abs=1e-4)
 
 
