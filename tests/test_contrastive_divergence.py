@@ -147,3 +147,49 @@ def test_registered_and_refusals():
         ContrastiveDivergence(rbm, sampler=Gibbs(RBM(4, 2)))
     with pytest.raises(ValueError, match="optim"):
         ContrastiveDivergence(rbm, optim="magic")
+
+
+def test_cd_from_the_data_shares_the_first_hidden_draw_with_the_positive_phase():
+    """Gibbs.from_data(x, k, energy=True) on an RBM: the same chains, draw for draw, as k sweeps
+    from the data, and the data's energy with gradients; the CD step's gradient is that of
+    mean F(x) - mean F(negatives)."""
+    torch.manual_seed(0)
+    rbm = RBM(12, 5, init_scale=0.5).double()
+    gibbs = Gibbs(rbm)
+    x = torch.bernoulli(torch.full((9, 12), 0.4, dtype=torch.float64))
+    for k in (1, 3):
+        torch.manual_seed(k)
+        fused, energy = gibbs.from_data(x, k, energy=True)
+        torch.manual_seed(k)
+        plain = gibbs.run(gibbs.init(x, draw_hidden=False), k)
+        assert energy is not None and energy.requires_grad
+        assert torch.allclose(energy, rbm.energy(x), atol=1e-12)
+        assert all(torch.equal(fused[s], plain[s]) for s in ("v", "h"))
+    assert gibbs.from_data(x, 1)[1] is None  # no energy asked for, none computed
+    assert Gibbs(rbm, closed_form=False).from_data(x, 1, energy=True)[1] is None  # derived conditionals: no sharing
+
+    engine = ContrastiveDivergence(rbm, k=1, optim="sgd", lr=0.01, pl_rows=0)
+    torch.manual_seed(5)
+    chains, _ = gibbs.from_data(x, 1, energy=True)
+    expected = torch.autograd.grad(rbm.energy(x).mean() - rbm.energy(chains["v"]).mean(), rbm.W)[0]
+    torch.manual_seed(5)
+    engine.step(x)
+    assert torch.allclose(rbm.W.grad, expected, atol=1e-12)
+
+
+def test_bernoulli_draws():
+    from inference.sampler import bernoulli, draw
+
+    torch.manual_seed(0)
+    p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    x = bernoulli(p.expand(40000, -1))
+    assert x.dtype == torch.float64 and set(x.unique().tolist()) <= {0.0, 1.0}
+    assert x[:, 0].sum() == 0 and x[:, 4].sum() == 40000
+    # within 4 binomial standard errors
+    assert torch.all((x.mean(0) - p).abs() <= 4 * (p * (1 - p) / 40000).sqrt() + 1e-12)
+    torch.manual_seed(1)
+    a = draw(torch.distributions.Bernoulli(probs=p))
+    torch.manual_seed(1)
+    assert torch.equal(a, bernoulli(p))
+    normal = torch.distributions.Normal(torch.zeros(3), 1.0)
+    assert draw(normal).shape == (3,)  # anything else: its own sample()

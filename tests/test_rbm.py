@@ -135,3 +135,19 @@ def test_program_site_names_and_graph():
     g = pgm.graph_of(GaussianRBM(3, 2))
     assert set(g.nodes) >= {"v", "h"} and g.kind == "undirected"
     assert set(pgm.graph_of(RBM(3, 2)).factors) == {"interaction", "visible_bias", "hidden_bias"}
+
+
+@pytest.mark.parametrize("make", [lambda: random_rbm(6, 3), lambda: GaussianRBM(3, 4, init_scale=0.7, learn_sigma=True).double()])
+def test_free_energy_and_hidden_posterior_from_one_product(make):
+    """free_energy_and_hidden(v) gives F(v) and p(h | v): the same values as free_energy and the
+    closed-form hidden conditional, and gradients through both."""
+    torch.manual_seed(0)
+    model = make()
+    v = torch.bernoulli(torch.full((5, model.v_dim), 0.5, dtype=torch.float64))
+    energy, hidden = model.free_energy_and_hidden(v)
+    assert torch.allclose(energy, model.free_energy(v), atol=1e-12)
+    assert torch.allclose(hidden["h"].probs, model.p_h_given_v(v), atol=1e-12)
+    assert torch.allclose(hidden["h"].logits, model.gibbs_conditionals()["h"]({"v": v}).logits, atol=1e-12)
+    (g_fused,) = torch.autograd.grad(energy.sum(), model.W)
+    (g_plain,) = torch.autograd.grad(model.free_energy(v).sum(), model.W)
+    assert torch.allclose(g_fused, g_plain, atol=1e-12)
