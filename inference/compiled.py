@@ -13,7 +13,8 @@ fake tensors and with in-place operations functionalised, then
 - drops every operation the gradient does not use (dead-code elimination: the forward products
   that only fed the value of the log joint go),
 - folds the parts that depend on no input into constants (the base measures' log
-  probabilities, the cotangent),
+  probabilities, the cotangent), then drops products with constant ones and sums with constant
+  zeros (what the cotangent and the constant base measures leave),
 
 and runs the resulting graph of ATen operations with the module's current parameters as inputs
 (so training between calls is seen). A program whose log joint cannot be traced this way (a
@@ -41,7 +42,7 @@ __all__ = ["CompiledGradient"]
 
 
 def _signature(tensors: dict[str, torch.Tensor]) -> tuple:
-    return tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in sorted(tensors.items()))
+    return tuple((k, v.shape, v.dtype, v.device) for k, v in tensors.items())
 
 
 class _Wrapper(nn.Module):
@@ -131,6 +132,7 @@ class CompiledGradient:
             return None
         graph.eliminate_dead_code()
         _fold_constants(traced)
+        _drop_identities(traced)
         graph.eliminate_dead_code()
         traced.recompile()
         return traced
@@ -190,3 +192,51 @@ def _fold_constants(module: fx.GraphModule) -> None:
         node.replace_all_uses_with(replacement)
         constant[replacement] = value
         graph.erase_node(node)
+
+
+def _constant(module: fx.GraphModule, arg: Any) -> Any:
+    """The value of a folded constant or a Python number argument, else None."""
+    if isinstance(arg, fx.Node):
+        return getattr(module, arg.target) if arg.op == "get_attr" else None
+    return arg if isinstance(arg, (int, float)) and not isinstance(arg, bool) else None
+
+
+def _is_all(value: Any, number: float) -> bool:
+    if torch.is_tensor(value):
+        return value.numel() > 0 and bool((value == number).all())
+    return value is not None and value == number
+
+
+def _drop_identities(module: fx.GraphModule) -> None:
+    """x * 1 -> x and x + 0, x - 0 -> x (an expanded view where the constant broadcast x to a
+    larger shape), for constants of ones and zeros; dtypes must agree."""
+    aten = torch.ops.aten
+    # target -> ((index of the operand kept, index of the constant), ...), the identity constant
+    rules = {aten.mul.Tensor: (((0, 1), (1, 0)), 1.0), aten.add.Tensor: (((0, 1), (1, 0)), 0.0),
+             aten.sub.Tensor: (((0, 1),), 0.0)}
+    graph = module.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in rules or len(node.args) != 2:
+            continue
+        if node.kwargs.get("alpha", 1) != 1:
+            continue
+        orders, number = rules[node.target]
+        out = node.meta.get("val")
+        for keep, drop in orders:
+            kept, value = node.args[keep], _constant(module, node.args[drop])
+            if not isinstance(kept, fx.Node) or not _is_all(value, number) or out is None:
+                continue
+            kept_val = kept.meta.get("val")
+            if kept_val is None or kept_val.dtype != out.dtype or kept_val.device != out.device:
+                continue
+            if torch.is_tensor(value) and value.dtype != out.dtype:
+                continue
+            if tuple(kept_val.shape) == tuple(out.shape):
+                node.replace_all_uses_with(kept)
+            else:
+                with graph.inserting_before(node):
+                    view = graph.call_function(aten.expand.default, (kept, list(out.shape)))
+                view.meta = dict(node.meta)
+                node.replace_all_uses_with(view)
+            graph.erase_node(node)
+            break

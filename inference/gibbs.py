@@ -270,11 +270,11 @@ class Gibbs(Sampler):
             return chains
         logits = self.logits(chains, [s for s, _ in sites])
         for s, idx in sites:
-            x = chains[s].reshape(chains[s].shape[0], -1).clone()
-            lg = logits[s].reshape(x.shape[0], -1)
+            lg = logits[s].reshape(chains[s].shape[0], -1)
             if idx is None:
                 x = bernoulli(torch.sigmoid(lg))
             else:
+                x = chains[s].reshape(chains[s].shape[0], -1).clone()
                 idx = idx.to(x.device)
                 x[:, idx] = bernoulli(torch.sigmoid(lg[:, idx]))
             chains[s] = x.reshape(chains[s].shape)

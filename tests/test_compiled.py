@@ -28,6 +28,11 @@ def test_derived_rbm_conditionals_need_one_product_per_block():
     assert set(gibbs._compiled) == {("h",), ("v",)}
     for grad in gibbs._compiled.values():
         assert _mm_nodes(grad) == [1], grad.failure
+        # what is left is the hand-written conditional: c + v W (b + h W^T), nothing else computed
+        (graph,) = grad._graphs.values()
+        ops = [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
+        computed = [op for op in ops if not op.startswith(("aten.expand", "aten.t.", "aten.view", "<built-in"))]
+        assert computed == ["aten.mm.default", "aten.add.Tensor"], ops
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
