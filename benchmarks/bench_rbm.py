@@ -2,14 +2,18 @@
 
 Targets (issue 4), as ratios measured in the same process:
 
-Times are the fastest of `--repeat` interleaved runs (the machine may be shared).
-
 - CD-1 steps of a 784-500 RBM (batch 100) through `inference.fit` (engine
   `ContrastiveDivergence(k=1, optim="sgd")`, default metrics) against a hand-written PyTorch
   CD-1 step (sample h | v, v | h, p(h | v'), the SGD update of W, b, c by the CD-1 gradient):
   time ratio at most 1.1;
 - Gibbs sweeps per second of `inference.Gibbs` (closed-form conditionals, and the conditionals
   derived by autograd from the program) against a hand-written block-Gibbs loop: at least 0.9.
+
+The hand-written loops draw with `torch.bernoulli`, as one writes them; the framework draws
+u < p (`inference.sampler.bernoulli`, about 3x faster on CPU), so each line also gives the ratio
+against the hand-written loop with that draw: the framework's own overhead. Times are the
+fastest of `--repeat` interleaved runs, in CPU time of the computing thread when
+OMP_NUM_THREADS=1 (robust to other processes sharing the machine), else wall time.
 
 With ``--mnist`` it also trains a 500-hidden-unit RBM on binarized MNIST
 (``--data-root``, default /work/shared/data/binarized_mnist) by CD-k for ``--minutes`` of CPU
@@ -18,14 +22,16 @@ of 14,500 betas, ``--ais-chains`` chains) beside their -86.3 nats for CD-25.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_rbm.py [--steps 100] [--sweeps 200] [--mnist --minutes 10 --k 1]
 
-Measured (2-core CPU shared with other jobs, OMP_NUM_THREADS=1, torch 2.13, quietest run):
-CD-1 8.48 ms/step through inference.fit vs 5.57 hand-written (1.52x: the positive phase's
-forward matmul is not shared with the Gibbs sweep, and Engine._apply's gradient finiteness check
-costs about 2.6 ms a step here); Gibbs 296 vs 307 sweeps/s (0.96x) with closed-form
-conditionals, 138 vs 319 (0.43x) with autograd-derived ones. Binarized MNIST, 10 min wall
-(3.6 min CPU under contention): CD-1, 45 epochs, test log-likelihood -133.4 nats (log Z 499.0
-+- 0.1); PCD-1 (lr 0.01, 96 epochs, 8.7 min CPU) -144.4 (log Z +- 0.7), against -86.3 for CD-25
-and -125.5 for CD-1 reported by Salakhutdinov & Murray (2008).
+Measured (2-core shared CPU, OMP_NUM_THREADS=1, torch 2.13, `--repeat 7`, five runs on
+2026-12-01): CD-1 7.1-8.3 ms/step through inference.fit vs 6.5-7.6 hand-written, ratio
+1.09-1.18 (1.18, 1.11, 1.09, 1.09, 1.10); against hand-written with the u < p draw 1.15-1.22.
+Gibbs with closed-form conditionals 1.39-1.54x hand-written (0.94-1.15x with the same draw);
+with conditionals derived from the program (compiled by `inference.compiled` to c + v W and
+b + h W^T) 1.17-1.33x (0.75-0.90x with the same draw). Before this change: CD-1 1.45x, derived
+Gibbs 0.48x. Binarized MNIST, 10 min wall (3.6 min CPU under contention): CD-1, 45 epochs, test
+log-likelihood -133.4 nats (log Z 499.0 +- 0.1); PCD-1 (lr 0.01, 96 epochs, 8.7 min CPU) -144.4
+(log Z +- 0.7), against -86.3 for CD-25 and -125.5 for CD-1 reported by Salakhutdinov & Murray
+(2008).
 """
 
 from __future__ import annotations

@@ -23,16 +23,17 @@ of the log joint with respect to u_i, and within a block these derivatives do no
 other. So one autograd gradient of the program's log joint (factors and base measures) gives the
 logits of a whole block. That gradient is traced once per block into a graph of tensor operations
 (`inference.compiled.CompiledGradient`: the forward products it does not need are dropped, the
-base measures folded into constants), which runs at the speed of hand-written conditionals;
-``compile=False``, or a program that cannot be traced, uses eager autograd. A model that offers closed-form conditionals
-(``model.gibbs_conditionals()``: site name -> (chains -> distribution of the site given the
-rest), e.g. `models.rbm.RBM`) has them used instead for blocks made of whole sites (set
+base measures folded into constants: an RBM's become c + v W and b + h W^T, as written by hand);
+``compile=False``, or a program that cannot be traced, uses eager autograd. A model that offers
+closed-form conditionals (``model.gibbs_conditionals()``: site name -> (chains -> distribution
+of the site given the rest), e.g. `models.rbm.RBM`) has them used instead for whole-site blocks (set
 ``closed_form=False`` to use the derived ones); a Gaussian RBM's real visible units are drawn
 that way too. A model whose hidden sites are all drawn first, given the visible units alone,
 and that offers ``model.free_energy_and_hidden(v)`` (the free energy and the hidden sites'
 conditional distributions, computed together) has `from_data` use it for the first draw and
-hand the energy back: contrastive divergence's positive phase then costs no extra product. Any other real-valued site is refused with an error naming the engines (and the
-Langevin sampler) that serve continuous models.
+hand the energy back: contrastive divergence's positive phase then costs no extra product.
+Any other real-valued site is refused with an error naming the engines (and the Langevin
+sampler) that serve continuous models.
 
 >>> from models.rbm import RBM
 >>> gibbs = Gibbs(RBM(v_dim=3, h_dim=2))
