@@ -31,7 +31,8 @@ b + h W^T) 1.17-1.33x (0.75-0.90x with the same draw). Before this change: CD-1 
 Gibbs 0.48x. Binarized MNIST, 10 min wall (3.6 min CPU under contention): CD-1, 45 epochs, test
 log-likelihood -133.4 nats (log Z 499.0 +- 0.1); PCD-1 (lr 0.01, 96 epochs, 8.7 min CPU) -144.4
 (log Z +- 0.7), against -86.3 for CD-25 and -125.5 for CD-1 reported by Salakhutdinov & Murray
-(2008).
+(2008). With the changes above, `--mnist --minutes 4`: CD-1, 45.3 epochs in 4.0 min wall (3.3 min
+CPU), AIS log Z 499.40 +- 0.52 (55 s), test log-likelihood -137.3 nats.
 """
 
 from __future__ import annotations
