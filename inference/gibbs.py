@@ -253,9 +253,9 @@ class Gibbs(Sampler):
             out = grad(values)
             if out is not None:
                 return out
-        with torch.enable_grad(), pyro.validation_enabled(False):
+        with torch.enable_grad():
             values = {s: v.requires_grad_(s in sites) for s, v in values.items()}
-            total = self._log_joint(values)
+            total = self._quiet_log_joint(values)
             grads = torch.autograd.grad(total, [values[s] for s in sites], allow_unused=True)
         return {s: (torch.zeros_like(values[s]) if g is None else g.detach()) for s, g in zip(sites, grads)}
 

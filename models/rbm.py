@@ -68,8 +68,33 @@ class VisibleHidden(Model):
         return (torch.zeros(batch_size, self.v_dim, dtype=self.dtype, device=self.device),)
 
 
-class _BlockGibbsMixin:
-    """`sample(n)` by block Gibbs with the model's closed-form conditionals."""
+class _IndependentHidden:
+    """What RBMs share, given `hidden_input(v)` (the logits of p(h | v)) and `visible_energy(v)`
+    (the terms of E(v, h) without h): the free energy, p(h | v), and `sample(n)` by block Gibbs
+    with the model's closed-form conditionals."""
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """F(v) = visible_energy(v) - sum_j softplus(hidden_input(v)_j), shape (batch,)."""
+        _check_batch("v", v, self.v_dim)
+        return self.visible_energy(v) - F.softplus(self.hidden_input(v)).sum(-1)
+
+    def free_energy_and_hidden(self, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The free energy F(v), shape (batch,), and {"h": p(h | v)} (independent Bernoullis,
+        batch shape (batch, h_dim)), from one product with W."""
+        _check_batch("v", v, self.v_dim)
+        a = self.hidden_input(v)
+        return self.visible_energy(v) - F.softplus(a).sum(-1), {"h": dist.Bernoulli(logits=a, validate_args=False)}
+
+    def energy(self, v: torch.Tensor) -> torch.Tensor:
+        """The free energy of the visible units (hidden units summed out), shape (batch,)."""
+        return self.free_energy(v)
+
+    def p_h_given_v(self, v: torch.Tensor) -> torch.Tensor:
+        """p(h_j = 1 | v) = sigmoid(hidden_input(v)), shape (batch, h_dim)."""
+        return torch.sigmoid(self.hidden_input(v))
+
+    def _hidden_conditional(self, chains) -> dist.Bernoulli:
+        return dist.Bernoulli(logits=self.hidden_input(chains["v"]), validate_args=False)
 
     @torch.no_grad()
     def sample(self, n: int, num_steps: int = 1000, mean: bool = False) -> torch.Tensor:
@@ -89,7 +114,7 @@ class _BlockGibbsMixin:
 
 
 @register("rbm", v_dim=6, h_dim=4)
-class RBM(_BlockGibbsMixin, VisibleHidden):
+class RBM(_IndependentHidden, VisibleHidden):
     """Bernoulli-Bernoulli RBM with `v_dim` visible and `h_dim` hidden units.
 
     >>> import pgm
@@ -120,30 +145,14 @@ class RBM(_BlockGibbsMixin, VisibleHidden):
         """c + v W: the logits of p(h_j = 1 | v), shape (batch, h_dim)."""
         return torch.addmm(self.c, v, self.W) if v.dim() == 2 else v @ self.W + self.c
 
-    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """F(v) = -b^T v - sum_j softplus(c_j + v^T W_:j), shape (batch,)."""
-        _check_batch("v", v, self.v_dim)
-        return -(v @ self.b) - F.softplus(self.hidden_input(v)).sum(-1)
-
-    def free_energy_and_hidden(self, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The free energy F(v), shape (batch,), and {"h": p(h | v)} (independent Bernoullis,
-        batch shape (batch, h_dim)), from one product v W."""
-        _check_batch("v", v, self.v_dim)
-        a = self.hidden_input(v)
-        return -(v @ self.b) - F.softplus(a).sum(-1), {"h": dist.Bernoulli(logits=a, validate_args=False)}
-
-    def energy(self, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """The free energy of the visible units (hidden units summed out), shape (batch,)."""
-        return self.free_energy(v)
+    def visible_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """-b^T v: the terms of E(v, h) without h, shape (batch,)."""
+        return -(v @ self.b)
 
     def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
         """-log sum_v exp(-E(v, h)) = -c^T h - sum_i softplus(b_i + W_i: h), shape (batch,)."""
         _check_batch("h", h, self.h_dim)
         return -(h @ self.c) - F.softplus(h @ self.W.T + self.b).sum(-1)
-
-    def p_h_given_v(self, v: torch.Tensor) -> torch.Tensor:
-        """p(h_j = 1 | v) = sigmoid(c + v W), shape (batch, h_dim)."""
-        return torch.sigmoid(self.hidden_input(v))
 
     def p_v_given_h(self, h: torch.Tensor) -> torch.Tensor:
         """p(v_i = 1 | h) = sigmoid(b + W h), shape (batch, v_dim)."""
@@ -152,7 +161,7 @@ class RBM(_BlockGibbsMixin, VisibleHidden):
     def gibbs_conditionals(self) -> dict:
         """Site name -> (chains -> the site's conditional distribution given the other site)."""
         return {
-            "h": lambda chains: dist.Bernoulli(logits=self.hidden_input(chains["v"]), validate_args=False),
+            "h": self._hidden_conditional,
             "v": lambda chains: dist.Bernoulli(logits=torch.addmm(self.b, chains["h"], self.W.T), validate_args=False),
         }
 
@@ -161,7 +170,7 @@ class RBM(_BlockGibbsMixin, VisibleHidden):
 
 
 @register("gaussian_rbm", v_dim=2, h_dim=8)
-class GaussianRBM(_BlockGibbsMixin, VisibleHidden):
+class GaussianRBM(_IndependentHidden, VisibleHidden):
     """Gaussian-Bernoulli RBM: `v_dim` real visible units, `h_dim` binary hidden units.
 
     E(v, h) = sum_i (v_i - b_i)^2 / (2 sigma_i^2) - sum_ij (v_i / sigma_i) W_ij h_j - c^T h, so
@@ -205,28 +214,9 @@ class GaussianRBM(_BlockGibbsMixin, VisibleHidden):
         """c + (v / sigma) W: the logits of p(h_j = 1 | v), shape (batch, h_dim)."""
         return (v / self.sigma) @ self.W + self.c
 
-    def _visible_quadratic(self, v: torch.Tensor) -> torch.Tensor:
+    def visible_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """sum_i (v_i - b_i)^2 / (2 sigma_i^2): the terms of E(v, h) without h, shape (batch,)."""
         return ((v - self.b) ** 2 / (2 * self.sigma**2)).sum(-1)
-
-    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """F(v) = sum_i (v_i - b_i)^2 / (2 sigma_i^2) - sum_j softplus(c_j + (v / sigma)^T W_:j)."""
-        _check_batch("v", v, self.v_dim)
-        return self._visible_quadratic(v) - F.softplus(self.hidden_input(v)).sum(-1)
-
-    def free_energy_and_hidden(self, v: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The free energy F(v), shape (batch,), and {"h": p(h | v)} (independent Bernoullis,
-        batch shape (batch, h_dim)), from one product (v / sigma) W."""
-        _check_batch("v", v, self.v_dim)
-        a = self.hidden_input(v)
-        return self._visible_quadratic(v) - F.softplus(a).sum(-1), {"h": dist.Bernoulli(logits=a, validate_args=False)}
-
-    def energy(self, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """The free energy of the visible units (hidden units summed out), shape (batch,)."""
-        return self.free_energy(v)
-
-    def p_h_given_v(self, v: torch.Tensor) -> torch.Tensor:
-        """p(h_j = 1 | v), shape (batch, h_dim)."""
-        return torch.sigmoid(self.hidden_input(v))
 
     def p_v_given_h(self, h: torch.Tensor) -> torch.Tensor:
         """E[v | h] = b + sigma * (W h), shape (batch, v_dim)."""
@@ -235,7 +225,7 @@ class GaussianRBM(_BlockGibbsMixin, VisibleHidden):
     def gibbs_conditionals(self) -> dict:
         """Site name -> (chains -> the site's conditional distribution given the other site)."""
         return {
-            "h": lambda chains: dist.Bernoulli(logits=self.hidden_input(chains["v"]), validate_args=False),
+            "h": self._hidden_conditional,
             "v": lambda chains: dist.Normal(self.p_v_given_h(chains["h"]), self.sigma.expand(chains["h"].shape[0], -1)),
         }
 
