@@ -13,6 +13,13 @@ defines it. The negatives come from any `inference.sampler.Sampler`:
   samples, each re-initialised from noise with probability `reinit_prob`, and go back after
   `k` transitions (for deep EBMs with Langevin).
 
+Where the model offers its free energy's gradient in closed form (``free_energy_backward``, the
+RBMs' Boltzmann learning rule -<v p(h|v)^T>), the energies are computed without an autograd
+graph and that closed form fills ``.grad``: with CD-k the data's p(h | v) comes from the
+sampler's first draw, so a CD-1 step of an RBM costs the five products of a hand-written one.
+It is compared with autograd's gradient at the first step (a subclass whose energy it does not
+describe falls back to autograd, with a warning); ``closed_form=False`` always uses autograd.
+
 The default sampler is `inference.Gibbs` for discrete models and models with closed-form
 conditionals (a Gaussian RBM), and `inference.Langevin` for other continuous ones (MALA from ``step_size=0.05``, adapted toward 57% acceptance; pass a sampler
 for deep EBMs, e.g. ``Langevin(model, step_size=..., noise_scale=0.01)``).
@@ -27,6 +34,8 @@ energy evaluation, a tenth of a CD-1 step of a 784-500 RBM when done every step)
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -58,7 +67,9 @@ class ContrastiveDivergence(Engine):
     - `pl_rows`, `pl_every`: rows of the batch used for the pseudo-likelihood estimate (0: none),
       and how often (every `pl_every` steps, the first included; None elsewhere in the history);
     - `reconstruction`: compute the reconstruction error with an extra transition from the
-      data when the negatives do not start there (persistent chains, buffers).
+      data when the negatives do not start there (persistent chains, buffers);
+    - `closed_form`: where the model offers ``free_energy_backward`` (RBMs), fill the gradient
+      from that closed form instead of autograd (checked against autograd at the first step).
 
     >>> import torch, inference
     >>> from models.rbm import RBM
@@ -86,6 +97,7 @@ class ContrastiveDivergence(Engine):
         pl_rows: int = 16,
         pl_every: int = 10,
         reconstruction: bool = False,
+        closed_form: bool = True,
         **optim_kwargs,
     ) -> None:
         super().__init__(model, guide)
@@ -115,6 +127,10 @@ class ContrastiveDivergence(Engine):
         self.num_chains = num_chains
         self.pl_rows, self.pl_every, self.reconstruction = pl_rows, pl_every, bool(reconstruction)
         self.binary = self.model.missing("discrete") is None
+        self.closed_form = bool(closed_form) and all(
+            callable(getattr(self.model, f, None)) for f in ("free_energy_backward", "free_energy_and_hidden")
+        )
+        self._closed_checked = False
         self.chains: Chains | None = None  # persistent chains
         self.buffer: torch.Tensor | None = None  # replay buffer of visible states
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
@@ -169,14 +185,28 @@ class ContrastiveDivergence(Engine):
 
     def step(self, batch) -> dict[str, float]:
         x = as_args(batch)[0]
-        e_data = None
+        closed = self.closed_form
+        e_data = hidden = None
         if self.persistent or self.buffer_size is not None:
             neg, recon = self.negatives(x)
-        else:  # CD-k: the sampler may hand back the data's energy from its first draw
-            chains, e_data = self.sampler.from_data(x, self.k, energy=True)
+        else:  # CD-k: the sampler may hand back the data's energy and p(h | data) from its first draw
+            with torch.no_grad() if closed else contextlib.nullcontext():
+                chains, e_data, hidden = self.sampler.from_data(x, self.k, energy=True)
             neg = recon = self.sampler.visible(chains)
         neg = neg.detach().to(x.dtype)
-        if e_data is None:  # one call for both phases (energies are per datum): one larger matmul
+        backward = None
+        if closed:  # energies without a graph; the gradient from the model's closed form
+            with torch.no_grad():
+                if e_data is None:
+                    e_data, hidden = self.model.free_energy_and_hidden(x)
+                e_neg, hidden_neg = self.model.free_energy_and_hidden(neg)
+
+            def backward() -> None:
+                self.model.free_energy_backward(x, 1.0 / x.shape[0], hidden)
+                self.model.free_energy_backward(neg, -1.0 / neg.shape[0], hidden_neg)
+                if not self._closed_checked:
+                    self._check_closed_form(x, neg)
+        elif e_data is None:  # one call for both phases (energies are per datum): one larger matmul
             energies = self.model.energy(torch.cat([x, neg], 0))
             e_data, e_neg = energies[: x.shape[0]], energies[x.shape[0] :]
         else:
@@ -186,7 +216,7 @@ class ContrastiveDivergence(Engine):
         if self.binary and self.pl_rows and self.num_steps % self.pl_every == 0:  # at the parameters of e_data
             rows = min(self.pl_rows, x.shape[0])
             pl = float(self.pseudo_likelihood(x[:rows], e_data[:rows].detach()).mean())
-        value = self._apply(loss, self.optimizer)
+        value = self._apply(loss, self.optimizer, backward=backward)
         metrics = {"loss": value, "energy_data": float(e_data.detach().mean()), "energy_samples": float(e_neg.detach().mean())}
         if pl is not None:
             metrics["pseudo_likelihood"] = pl
@@ -195,6 +225,28 @@ class ContrastiveDivergence(Engine):
         if recon is not None:
             metrics["reconstruction_error"] = float((x - recon).pow(2).reshape(x.shape[0], -1).sum(-1).mean())
         return metrics
+
+    def _check_closed_form(self, x: torch.Tensor, neg: torch.Tensor) -> None:
+        """Once: compare the closed-form gradient now in ``.grad`` with autograd's gradient of
+        mean F(x) - mean F(neg); on a mismatch (a subclass whose energy the closed form does
+        not describe), warn, keep autograd's gradient and use autograd from now on."""
+        self._closed_checked = True
+        params = [p for p in self.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            loss = self.model.energy(x).mean() - self.model.energy(neg).mean()
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            g = torch.zeros_like(p) if g is None else g
+            closed = torch.zeros_like(p) if p.grad is None else p.grad
+            if not torch.allclose(closed, g, rtol=1e-4, atol=1e-5 * (1.0 + float(g.abs().max()))):
+                warnings.warn(
+                    f"closed_form: {type(self.model).__name__}.free_energy_backward disagrees with autograd's gradient "
+                    f"of its energy (largest difference {float((closed - g).abs().max()):.3g}); using autograd"
+                )
+                for q, h in zip(params, grads):
+                    q.grad = None if h is None else h.detach()
+                self.closed_form = False
+                return
 
     @torch.no_grad()
     def pseudo_likelihood(self, x: torch.Tensor, energy: torch.Tensor | None = None) -> torch.Tensor:

@@ -157,15 +157,25 @@ class Engine:
         self.model.validate_data(*as_args(data))
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def _apply(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor] | None = None) -> float:
-        """Backpropagate `loss`, average gradients across processes when distributed, and step
-        `optimizer`. A non-finite loss or gradient raises `NonFiniteLossError` before any
+    def _apply(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        params: Iterable[torch.Tensor] | None = None,
+        backward: Callable[[], None] | None = None,
+    ) -> float:
+        """Backpropagate `loss` (or call `backward`, which fills the parameters' ``.grad`` with the
+        gradient of `loss` in closed form), average gradients across processes when distributed,
+        and step `optimizer`. A non-finite loss or gradient raises `NonFiniteLossError` before any
         parameter changes."""
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLossError(f"{type(self).__name__}: the loss is {value} at step {self.num_steps}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if backward is None:
+            loss.backward()
+        else:
+            backward()
         params = [p for g in optimizer.param_groups for p in g["params"]] if params is None else list(params)
         from inference.distributed import average_gradients
 

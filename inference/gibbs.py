@@ -325,16 +325,18 @@ class Gibbs(Sampler):
     def visible(self, chains: Chains) -> torch.Tensor:
         return chains[self.site]
 
-    def from_data(self, data: torch.Tensor, num_steps: int, energy: bool = False) -> tuple[Chains, torch.Tensor | None]:
+    def from_data(
+        self, data: torch.Tensor, num_steps: int, energy: bool = False
+    ) -> tuple[Chains, torch.Tensor | None, dict | None]:
         """Chains after `num_steps` sweeps started at `data` (hidden blocks first, drawn given the
         data), and with ``energy=True``, where the model offers ``free_energy_and_hidden``, the
-        data's energy with gradients (the first hidden draw comes from the same computation);
-        else None."""
+        data's energy (with gradients unless under ``torch.no_grad()``) and the hidden sites'
+        conditionals given the data, from which the first hidden draw came; else None, None."""
         if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
             raise ValueError(f"num_steps: expected a non-negative int, got {num_steps!r}")
         if not (energy and self._lead and num_steps > 0):
             with torch.no_grad():
-                return self.run(self.init(data, draw_hidden=False), num_steps), None
+                return self.run(self.init(data, draw_hidden=False), num_steps), None, None
         chains = self.init(data, draw_hidden=False)  # checks the data; hidden sites at zero
         e, hidden = self.model.free_energy_and_hidden(chains[self.site])
         with torch.no_grad():
@@ -343,7 +345,7 @@ class Gibbs(Sampler):
             for block in self._plan[self._lead:]:
                 chains = self._draw_block(chains, block, clamp=False)
             chains = self.run(chains, num_steps - 1)
-        return chains, e
+        return chains, e, hidden
 
     @torch.no_grad()
     def sample(self, n: int, num_steps: int | None = None) -> torch.Tensor:

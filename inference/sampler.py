@@ -11,10 +11,12 @@ so that persistent chains keep their hidden state between steps.
 - ``step(chains) -> chains``: one transition (a sweep over all blocks for Gibbs, one update
   for Langevin), without gradients;
 - ``run(chains, num_steps) -> chains``: `num_steps` transitions;
-- ``from_data(data, num_steps, energy=False) -> (chains, energy)``: `num_steps` transitions
-  from chains at the data (CD-k's negative phase); with ``energy=True`` the second item is the
-  data's energy ``model.energy(data)``, with gradients, where the sampler computes what it
-  needs on the way (an RBM's v W + c serves its first Gibbs draw and F(v)), else None;
+- ``from_data(data, num_steps, energy=False) -> (chains, energy, hidden)``: `num_steps`
+  transitions from chains at the data (CD-k's negative phase); with ``energy=True``, where the
+  sampler computes them on the way (an RBM's v W + c serves its first Gibbs draw, F(v) and
+  p(h | v)), the data's energy ``model.energy(data)`` (with gradients unless called under
+  ``torch.no_grad()``) and the hidden sites' conditionals given the data, {site: distribution};
+  else None and None;
 - ``visible(chains) -> Tensor``: the data-shaped part of a state;
 - ``state_dict()`` / ``load_state_dict()``: adaptive state (step sizes, counters).
 
@@ -92,11 +94,14 @@ class Sampler:
             chains = self.step(chains)
         return chains
 
-    def from_data(self, data: torch.Tensor, num_steps: int, energy: bool = False) -> tuple[Chains, torch.Tensor | None]:
-        """Chains after `num_steps` transitions from ``init(data)``, and None: this sampler shares
-        no work with the data's energy (samplers that do override this, see the module docstring)."""
+    def from_data(
+        self, data: torch.Tensor, num_steps: int, energy: bool = False
+    ) -> tuple[Chains, torch.Tensor | None, dict | None]:
+        """Chains after `num_steps` transitions from ``init(data)``, None and None: this sampler
+        shares no work with the data's energy (samplers that do override this, see the module
+        docstring)."""
         with torch.no_grad():
-            return self.run(self.init(data), num_steps), None
+            return self.run(self.init(data), num_steps), None, None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -18,6 +18,11 @@ Both offer closed forms that the program implies (and tests check against the de
 - ``free_energy_and_hidden(v)``: F(v) and p(h | v) together, from one product with W (the
   hidden units' input is what both need): contrastive divergence's positive phase and its
   first Gibbs draw from the data share it;
+- ``free_energy_backward(v, scale, hidden)``: the gradient of scale * sum_i F(v_i) with respect
+  to the parameters, added to their ``.grad`` as ``backward()`` would, in closed form. The energy
+  is linear in its parameters given h, so dF/dtheta = E_{h|v}[dE(v, h)/dtheta]: for the RBM
+  -v^T p(h|v), -v and -p(h|v) for W, b and c (the Boltzmann learning rule, whose data and model
+  terms contrastive divergence subtracts). One product per call and no autograd graph;
 - ``sample(n)`` by block Gibbs from noise.
 """
 
@@ -89,6 +94,30 @@ class _IndependentHidden:
         """The free energy of the visible units (hidden units summed out), shape (batch,)."""
         return self.free_energy(v)
 
+    @torch.no_grad()
+    def free_energy_backward(self, v: torch.Tensor, scale: float = 1.0, hidden: dict | None = None) -> None:
+        """Add the gradient of ``scale * free_energy(v).sum()`` to each trainable parameter's
+        ``.grad`` (created where None), as ``backward()`` would, from the closed form
+        dF(v)/dtheta = E_{h|v}[dE(v, h)/dtheta] (`_energy_grads`). `v`: (batch, v_dim);
+        `hidden`: {"h": p(h | v)} as `free_energy_and_hidden(v)` returns it (computed if None)."""
+        _check_batch("v", v, self.v_dim)
+        if hidden is None:
+            hidden = self.free_energy_and_hidden(v)[1]
+        for param, term in self._energy_grads(v, hidden["h"].probs):
+            if not param.requires_grad:
+                continue
+            term = term()
+            if isinstance(term, tuple):  # a product a @ b, accumulated in place
+                a, b = term
+                if param.grad is None:
+                    param.grad = torch.mm(a, b * scale)
+                else:
+                    param.grad.addmm_(a, b, alpha=scale)
+            elif param.grad is None:
+                param.grad = term.mul_(scale)
+            else:
+                param.grad.add_(term, alpha=scale)
+
     def p_h_given_v(self, v: torch.Tensor) -> torch.Tensor:
         """p(h_j = 1 | v) = sigmoid(hidden_input(v)), shape (batch, h_dim)."""
         return torch.sigmoid(self.hidden_input(v))
@@ -148,6 +177,11 @@ class RBM(_IndependentHidden, VisibleHidden):
     def visible_energy(self, v: torch.Tensor) -> torch.Tensor:
         """-b^T v: the terms of E(v, h) without h, shape (batch,)."""
         return -(v @ self.b)
+
+    def _energy_grads(self, v: torch.Tensor, p: torch.Tensor):
+        """(parameter, thunk of sum_i dF(v_i)/dparameter) pairs, with p = p(h | v); a thunk may
+        give a pair (a, b) for the product a @ b, which the caller accumulates in place."""
+        return [(self.W, lambda: (v.T, -p)), (self.b, lambda: -v.sum(0)), (self.c, lambda: -p.sum(0))]
 
     def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
         """-log sum_v exp(-E(v, h)) = -c^T h - sum_i softplus(b_i + W_i: h), shape (batch,)."""
@@ -217,6 +251,18 @@ class GaussianRBM(_IndependentHidden, VisibleHidden):
     def visible_energy(self, v: torch.Tensor) -> torch.Tensor:
         """sum_i (v_i - b_i)^2 / (2 sigma_i^2): the terms of E(v, h) without h, shape (batch,)."""
         return ((v - self.b) ** 2 / (2 * self.sigma**2)).sum(-1)
+
+    def _energy_grads(self, v: torch.Tensor, p: torch.Tensor):
+        """(parameter, thunk of sum_i dF(v_i)/dparameter) pairs, with p = p(h | v) (see RBM's):
+        dF/dW = -(v / sigma)^T p, dF/db = -(v - b) / sigma^2, dF/dc = -p and
+        dF/dlog sigma = (v / sigma) * (p W^T) - (v - b)^2 / sigma^2."""
+        s = self.sigma
+        return [
+            (self.W, lambda: ((v / s).T, -p)),
+            (self.b, lambda: -((v - self.b) / s**2).sum(0)),
+            (self.c, lambda: -p.sum(0)),
+            (self.log_sigma, lambda: ((v / s) * (p @ self.W.T) - ((v - self.b) / s) ** 2).sum(0)),
+        ]
 
     def p_v_given_h(self, h: torch.Tensor) -> torch.Tensor:
         """E[v | h] = b + sigma * (W h), shape (batch, v_dim)."""

@@ -159,18 +159,21 @@ def test_cd_from_the_data_shares_the_first_hidden_draw_with_the_positive_phase()
     x = torch.bernoulli(torch.full((9, 12), 0.4, dtype=torch.float64))
     for k in (1, 3):
         torch.manual_seed(k)
-        fused, energy = gibbs.from_data(x, k, energy=True)
+        fused, energy, hidden = gibbs.from_data(x, k, energy=True)
         torch.manual_seed(k)
         plain = gibbs.run(gibbs.init(x, draw_hidden=False), k)
         assert energy is not None and energy.requires_grad
         assert torch.allclose(energy, rbm.energy(x), atol=1e-12)
+        assert torch.allclose(hidden["h"].probs, rbm.p_h_given_v(x), atol=1e-12)
         assert all(torch.equal(fused[s], plain[s]) for s in ("v", "h"))
-    assert gibbs.from_data(x, 1)[1] is None  # no energy asked for, none computed
-    assert Gibbs(rbm, closed_form=False).from_data(x, 1, energy=True)[1] is None  # derived conditionals: no sharing
+    with torch.no_grad():
+        assert not gibbs.from_data(x, 1, energy=True)[1].requires_grad
+    assert gibbs.from_data(x, 1)[1:] == (None, None)  # no energy asked for, none computed
+    assert Gibbs(rbm, closed_form=False).from_data(x, 1, energy=True)[1:] == (None, None)  # no sharing
 
-    engine = ContrastiveDivergence(rbm, k=1, optim="sgd", lr=0.01, pl_rows=0)
+    engine = ContrastiveDivergence(rbm, k=1, optim="sgd", lr=0.01, pl_rows=0, closed_form=False)
     torch.manual_seed(5)
-    chains, _ = gibbs.from_data(x, 1, energy=True)
+    chains, _, _ = gibbs.from_data(x, 1, energy=True)
     expected = torch.autograd.grad(rbm.energy(x).mean() - rbm.energy(chains["v"]).mean(), rbm.W)[0]
     torch.manual_seed(5)
     engine.step(x)
@@ -193,3 +196,54 @@ def test_bernoulli_draws():
     assert torch.equal(a, bernoulli(p))
     normal = torch.distributions.Normal(torch.zeros(3), 1.0)
     assert draw(normal).shape == (3,)  # anything else: its own sample()
+
+
+@pytest.mark.parametrize("mode", [dict(k=1), dict(k=2), dict(persistent=True), dict(buffer_size=30)])
+def test_closed_form_gradient_trains_exactly_as_autograd(mode):
+    """With the RBM's closed-form free-energy gradient (the default) a run of CD steps ends at
+    the same parameters as with autograd's gradient, draw for draw (same seeds), for CD-k,
+    persistent CD and a replay buffer, with a momentum optimiser."""
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((40, 10), 0.3, dtype=torch.float64))
+    runs = {}
+    for closed in (True, False):
+        torch.manual_seed(1)
+        rbm = RBM(10, 6, init_scale=0.3).double()
+        start = rbm.W.detach().clone()
+        engine = ContrastiveDivergence(rbm, optim="sgd", lr=0.05, momentum=0.9, closed_form=closed, **mode)
+        assert engine.closed_form is closed
+        torch.manual_seed(2)
+        history = [engine.step(x[i % 4 * 10 : i % 4 * 10 + 10]) for i in range(8)]
+        runs[closed] = (rbm, history)
+    (fast, h_fast), (slow, h_slow) = runs[True], runs[False]
+    assert fast._parameters.keys() == slow._parameters.keys()
+    for name, p in fast.named_parameters():
+        assert torch.allclose(p, dict(slow.named_parameters())[name], atol=1e-10), name
+    assert (fast.W - start).abs().max() > 1e-2  # it trained
+    for a, b in zip(h_fast, h_slow):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-9 for k in a)
+
+
+def test_closed_form_gradient_that_disagrees_with_the_energy_falls_back_to_autograd():
+    """A subclass whose energy the closed form does not describe is caught at the first step:
+    a warning, autograd's gradient for that step, and autograd from then on."""
+
+    class Tilted(RBM):  # an extra visible energy term the inherited free_energy_backward ignores
+        def energy(self, v):
+            return super().energy(v) + 0.7 * (v @ self.b) ** 2
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((10, 6), 0.5))
+    model = Tilted(6, 3, init_scale=0.3)
+    with torch.no_grad():
+        model.b.fill_(0.4)
+    engine = ContrastiveDivergence(model, optim="sgd", lr=0.1, pl_rows=0)
+    torch.manual_seed(1)
+    chains, _, _ = engine.sampler.from_data(x, 1, energy=True)
+    loss = model.energy(x).mean() - model.energy(chains["v"]).mean()
+    expected = [g.clone() for g in torch.autograd.grad(loss, list(model.parameters()))]
+    torch.manual_seed(1)
+    with pytest.warns(UserWarning, match="closed_form: Tilted.free_energy_backward disagrees"):
+        engine.step(x)
+    assert engine.closed_form is False
+    assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), expected))

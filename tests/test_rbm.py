@@ -151,3 +151,33 @@ def test_free_energy_and_hidden_posterior_from_one_product(make):
     (g_fused,) = torch.autograd.grad(energy.sum(), model.W)
     (g_plain,) = torch.autograd.grad(model.free_energy(v).sum(), model.W)
     assert torch.allclose(g_fused, g_plain, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind, learn_sigma", [("rbm", False), ("gaussian", False), ("gaussian", True)])
+def test_free_energy_backward_is_the_autograd_gradient_of_the_free_energy(kind, learn_sigma):
+    """free_energy_backward(v, scale, hidden) adds scale * d sum_i F(v_i) / d theta to .grad: the
+    same as autograd's gradient of the free energy, accumulated on top of an existing .grad,
+    with p(h | v) given or computed, and parameters that are not trained left alone."""
+    torch.manual_seed(0)
+    if kind == "rbm":
+        model = random_rbm(7, 4)
+        v = torch.bernoulli(torch.full((6, 7), 0.5, dtype=torch.float64))
+    else:
+        model = GaussianRBM(3, 5, init_scale=0.7, learn_sigma=learn_sigma).double()
+        with torch.no_grad():
+            model.b.normal_()
+            model.c.normal_()
+            model.log_sigma.normal_(0.0, 0.3)
+        v = torch.randn(6, 3, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    expected = torch.autograd.grad(-0.3 * model.free_energy(v).sum(), params)
+    model.free_energy_backward(v, -0.3)
+    assert all(torch.allclose(p.grad, g, atol=1e-12) for p, g in zip(params, expected))
+    # a second call accumulates, as backward() does; the hidden conditional can be passed in
+    hidden = model.free_energy_and_hidden(v)[1]
+    model.free_energy_backward(v, -0.3, hidden)
+    assert all(torch.allclose(p.grad, 2 * g, atol=1e-12) for p, g in zip(params, expected))
+    if not learn_sigma and kind == "gaussian":
+        assert model.log_sigma.grad is None
+    with pytest.raises(ValueError, match=r"v: expected shape \(batch, "):
+        model.free_energy_backward(v[:, :2])
