@@ -1,6 +1,8 @@
 """ContrastiveDivergence: CD-1 and persistent CD on binarized digits (AIS log-likelihood),
 exact resume with persistent chains, the replay buffer, metrics, refusals."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from inference.engine import ENGINES, EngineError
 from inference.fit import fit
 from inference.gibbs import Gibbs
 from inference.partition import ais_log_likelihood
-from models.rbm import RBM
+from models.rbm import RBM, GaussianRBM
 
 
 @pytest.fixture(scope="module")
@@ -198,22 +200,36 @@ def test_bernoulli_draws():
     assert draw(normal).shape == (3,)  # anything else: its own sample()
 
 
-@pytest.mark.parametrize("mode", [dict(k=1), dict(k=2), dict(persistent=True), dict(buffer_size=30)])
-def test_closed_form_gradient_trains_exactly_as_autograd(mode):
-    """With the RBM's closed-form free-energy gradient (the default) a run of CD steps ends at
+@pytest.mark.parametrize(
+    "kind, mode",
+    [("rbm", dict(k=1)), ("rbm", dict(k=2)), ("rbm", dict(persistent=True)), ("rbm", dict(buffer_size=30)),
+     ("gaussian", dict(k=1)), ("gaussian", dict(persistent=True))],
+)
+def test_closed_form_gradient_trains_exactly_as_autograd(kind, mode):
+    """With the RBMs' closed-form free-energy gradient (the default) a run of CD steps ends at
     the same parameters as with autograd's gradient, draw for draw (same seeds), for CD-k,
-    persistent CD and a replay buffer, with a momentum optimiser."""
+    persistent CD and a replay buffer, with a momentum optimiser; for the Gaussian RBM with its
+    sigma learnt too."""
     torch.manual_seed(0)
-    x = torch.bernoulli(torch.full((40, 10), 0.3, dtype=torch.float64))
+    if kind == "rbm":
+        x = torch.bernoulli(torch.full((40, 10), 0.3, dtype=torch.float64))
+    else:
+        x = torch.randn(40, 10, dtype=torch.float64) * 0.8 + 0.5
     runs = {}
     for closed in (True, False):
         torch.manual_seed(1)
-        rbm = RBM(10, 6, init_scale=0.3).double()
+        if kind == "rbm":
+            rbm = RBM(10, 6, init_scale=0.3).double()
+        else:
+            rbm = GaussianRBM(10, 6, init_scale=0.3, learn_sigma=True).double()
         start = rbm.W.detach().clone()
         engine = ContrastiveDivergence(rbm, optim="sgd", lr=0.05, momentum=0.9, closed_form=closed, **mode)
         assert engine.closed_form is closed
         torch.manual_seed(2)
-        history = [engine.step(x[i % 4 * 10 : i % 4 * 10 + 10]) for i in range(8)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the closed form passes its check against autograd
+            history = [engine.step(x[i % 4 * 10 : i % 4 * 10 + 10]) for i in range(8)]
+        assert engine.closed_form is closed
         runs[closed] = (rbm, history)
     (fast, h_fast), (slow, h_slow) = runs[True], runs[False]
     assert fast._parameters.keys() == slow._parameters.keys()
