@@ -171,7 +171,8 @@ class Engine:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLossError(f"{type(self).__name__}: the loss is {value} at step {self.num_steps}")
-        optimizer.zero_grad(set_to_none=True)
+        # a closed-form backward accumulates into the kept .grad buffers: no fresh allocation per step
+        optimizer.zero_grad(set_to_none=backward is None)
         if backward is None:
             loss.backward()
         else:
