@@ -31,15 +31,16 @@ through inference.fit, ratio to hand-written 0.94-1.08 in eleven runs (0.94, 0.9
 0.99, 1.04, 1.02, 1.03, 1.07, 1.01, 1.08) and 1.23 in one; paired medians of the last five
 1.02-1.09; against hand-written with the u < p draw 0.99-1.24 (1.35 in the slow run; the
 framework's overhead: two free energies for the loss and its metrics, the finiteness check,
-Python). Before the closed-form gradient: 1.01-1.18 (seven runs); before the shared first draw:
-1.45. Gibbs with closed-form conditionals 1.24-1.56x hand-written (0.92-1.01x with the same
-draw); with conditionals derived from the program (compiled by `inference.compiled` to c + v W
-and b + h W^T) 1.12-1.34x (0.83-0.94x with the same draw; 0.48x before compiling). Binarized
-MNIST, `--mnist --minutes 4`: CD-1, 56.7 epochs in 4.0 min (45.3 before the closed-form
-gradient), AIS log Z 489.13 +- 0.10 (52 s), test log-likelihood -131.6 nats. Earlier, 10 min
-wall (3.6 min CPU under contention): CD-1, 45 epochs, -133.4 nats; PCD-1 (lr 0.01, 96 epochs,
-8.7 min CPU) -144.4; against -86.3 for CD-25 and -125.5 for CD-1 reported by Salakhutdinov &
-Murray (2008).
+Python). Three more runs after gradients were zeroed in place instead of reallocated: 0.89,
+0.98, 0.89 (paired medians 1.00-1.05; 1.04-1.05 against the same draw). Before the closed-form
+gradient: 1.01-1.18 (seven runs); before the shared first draw: 1.45. Gibbs with closed-form
+conditionals 1.24-1.56x hand-written (0.92-1.01x with the same draw); with conditionals derived
+from the program (compiled by `inference.compiled` to c + v W and b + h W^T) 1.12-1.34x
+(0.83-0.94x with the same draw; 0.48x before compiling). Binarized MNIST, `--mnist --minutes
+4`: CD-1, 56.7 epochs in 4.0 min (45.3 before the closed-form gradient), AIS log Z 489.13 +-
+0.10 (52 s), test log-likelihood -131.6 nats. Earlier, 10 min wall (3.6 min CPU under
+contention): CD-1, 45 epochs, -133.4 nats; PCD-1 (lr 0.01, 96 epochs, 8.7 min CPU) -144.4;
+against -86.3 for CD-25 and -125.5 for CD-1 reported by Salakhutdinov & Murray (2008).
 """
 
 from __future__ import annotations
