@@ -5,7 +5,7 @@
 True
 """
 
-from models.registry import available, entry, get, register
+from models.registry import Preset, available, entry, get, preset, register
 from models.textbook import Burglary, Chain, Collider, EightSchools, Fork, MatrixFactorization
 from models.classic import BayesianLogisticRegression, GaussianMixture, NormalNormal
 from models.rbm import RBM, GaussianRBM
@@ -17,7 +17,7 @@ from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
 
 __all__ = [
-    "available", "get", "entry", "register",
+    "available", "get", "entry", "preset", "register", "Preset",
     "Chain", "Fork", "Collider", "Burglary", "EightSchools", "MatrixFactorization",
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",

@@ -142,7 +142,8 @@ class _IndependentHidden:
         return pv.mean if mean else v
 
 
-@register("rbm", v_dim=6, h_dim=4)
+@register("rbm", v_dim=6, h_dim=4,
+          train=dict(settings=dict(h_dim=128), engine="pcd", data="digits", epochs=60, batch_size=64, lr=0.05))
 class RBM(_IndependentHidden, VisibleHidden):
     """Bernoulli-Bernoulli RBM with `v_dim` visible and `h_dim` hidden units.
 
