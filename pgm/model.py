@@ -212,7 +212,7 @@ class Model(nn.Module):
         finally:
             set_rng_state(state)
         observed = self.structure(*self.example_inputs(n)).observed
-        return trace.nodes[observed[0]]["value"].clone()
+        return stack_observed({name: trace.nodes[name]["value"] for name in observed})
 
     # ------------------------------------------------------------------ derived defaults
     def log_prob(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -242,15 +242,14 @@ class Model(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor | dict[str, torch.Tensor]:
         """`n` draws of the observed sites by ancestral sampling: a tensor `(n, *shape)`,
-        or a dict by site name when the program observes several sites."""
+        several observed sites of one shape stacked as columns (`stack_observed`), else a dict by site."""
         reason = self.missing("sample")
         if reason is not None:
             raise NotImplementedError(f"{type(self).__name__}.sample is not available: {reason}")
         inputs = self.example_inputs(n)
         observed = self.structure(*inputs).observed
         trace = trace_program(poutine.uncondition(self.model), inputs)
-        drawn = {name: trace.nodes[name]["value"] for name in observed}
-        return next(iter(drawn.values())) if len(drawn) == 1 else drawn
+        return stack_observed({name: trace.nodes[name]["value"] for name in observed})
 
     def _log_joint_per_datum(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if not torch.is_tensor(x):
@@ -320,6 +319,18 @@ class Model(nn.Module):
         that inspect the model); the data, when there is any, is the first argument.
         """
         return ProgramModel(model, guide, example_args=example_args, example_kwargs=example_kwargs)
+
+
+def stack_observed(values: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The data of a program's observed sites as its data argument: the one site's value, or the
+    columns of several sites of one shape stacked last (a program that observes `calls[..., 0]`
+    and `calls[..., 1]` as two sites gives `calls`); else the dict by site name."""
+    if len(values) == 1:
+        return next(iter(values.values())).clone()
+    shapes = {tuple(v.shape) for v in values.values()}
+    if len(shapes) == 1:
+        return torch.stack(list(values.values()), -1)
+    return values
 
 
 def per_datum(log_joint: torch.Tensor, nesting: int, batch_size: int) -> torch.Tensor:
