@@ -27,7 +27,7 @@ from torch import nn
 
 from pgm.graph import GraphicalModel
 from pgm.model import Model
-from pgm.provenance import TrackSites, plain, provenance_of
+from pgm.provenance import TrackSites, density_provenance, plain, provenance_of
 from pgm.program import check_program, isolated, sample_sites, site_kind, trace_program, unwrap
 
 __all__ = ["graph_of", "UNIT_LIMIT"]
@@ -102,16 +102,17 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
     sites: dict[str, dict] = {}
     plates: dict[str, dict] = {}
     kinds = {name: site["type"] for name, site in trace.nodes.items()}
+    position = {name: i for i, name in enumerate(trace.nodes)}
     for name, site in sample_sites(trace):
         kind = site_kind(site)
         fn = site["fn"]
         if kind == "deterministic":
-            density = fn.base_dist.log_prob(site["value"])
+            density = density_provenance(fn.base_dist, site["value"])
             dist_name = "Deterministic"
         else:
-            density = fn.log_prob(site["value"])
+            density = density_provenance(fn, site["value"])
             dist_name = "Factor" if kind == "factor" else type(unwrap(fn)).__name__
-        upstream = [u for u in provenance_of(density) if u != name]
+        upstream = [u for u in density if u != name]
         frames = [f for f in site["cond_indep_stack"]]
         for f in frames:
             plates.setdefault(f.name, {"size": f.size, "dim": f.dim if f.vectorized else None})
@@ -121,15 +122,15 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
             "event_shape": tuple(fn.event_shape),
             "shape": tuple(plain(site["value"]).shape) if kind != "factor" else (),
             "plates": tuple(f.name for f in frames),
-            "parents": _in_order(trace, [u for u in upstream if kinds.get(u) == "sample"]),
-            "params": _in_order(trace, [u for u in upstream if kinds.get(u) == "param"]),
+            "parents": _in_order(position, [u for u in upstream if kinds.get(u) == "sample"]),
+            "params": _in_order(position, [u for u in upstream if kinds.get(u) == "param"]),
         }
     return sites, plates, trace
 
 
-def _in_order(trace, names) -> list[str]:
-    names = set(names)
-    return [n for n in trace.nodes if n in names]
+def _in_order(position: dict[str, int], names) -> list[str]:
+    """`names` in program order (a sort by trace position: linear in the site count overall)."""
+    return sorted(set(names), key=position.__getitem__)
 
 
 def _param_node(name: str) -> str:

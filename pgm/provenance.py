@@ -9,11 +9,13 @@ autograd does not see.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["ProvenanceTensor", "provenance_of", "plain", "TrackSites"]
+__all__ = ["ProvenanceTensor", "provenance_of", "density_provenance", "plain", "TrackSites"]
 
 _EMPTY: frozenset = frozenset()
 
@@ -62,6 +64,57 @@ def _attach(result, prov: frozenset):
 def provenance_of(value) -> frozenset:
     """The site names `value` was computed from (empty for plain tensors)."""
     return _collect((value,), _EMPTY)
+
+
+_LIBRARY_MODULES = ("torch.distributions", "pyro.distributions")
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device)
+
+
+def _trusted(obj) -> bool:
+    """A distribution, transform or constraint of torch's or Pyro's own, whose density depends
+    only on the tensors it holds."""
+    return type(obj).__module__.startswith(_LIBRARY_MODULES)
+
+
+def _reachable_provenance(fn):
+    """The union of the provenance of every tensor a library distribution holds (through its
+    base distributions, transforms, masks and constraints), or None where something it holds
+    could compute with tensors out of sight (a user subclass, a function, a module)."""
+    prov, stack, seen = _EMPTY, [fn], set()
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            if isinstance(obj, ProvenanceTensor) and obj._provenance:
+                prov = prov | obj._provenance
+            continue
+        if isinstance(obj, _ATOMS) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, weakref.ref):
+            stack.append(obj())
+        elif _trusted(obj) and not isinstance(obj, torch.nn.Module) and hasattr(obj, "__dict__"):
+            stack.extend(vars(obj).values())
+        else:
+            return None
+    return prov
+
+
+def density_provenance(fn, value) -> frozenset:
+    """The sites and params the density `fn.log_prob(value)` depends on.
+
+    For torch's and Pyro's own distributions this is read off the tensors the distribution
+    holds, without computing the density (the cost of a long program's extraction is then
+    close to one run of the program); anything else is scored, and the density's provenance
+    taken.
+    """
+    prov = _reachable_provenance(fn)
+    if prov is None:
+        return provenance_of(fn.log_prob(value))
+    return prov | provenance_of(value)
 
 
 def plain(value):
