@@ -14,8 +14,10 @@ in `u` and `w` (its units interact). Networks are invisible to both: only sample
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import warnings
 from typing import Any, Callable
 
 import pyro
@@ -27,10 +29,15 @@ from torch import nn
 
 from pgm.graph import GraphicalModel
 from pgm.model import Model
-from pgm.provenance import TrackSites, density_provenance, plain, provenance_of
-from pgm.program import check_program, isolated, sample_sites, site_kind, trace_program, unwrap
+from pgm.provenance import TrackSites, density_provenance, is_arg_token, plain, track_arguments
+from pgm.program import buffers_kept, check_program, isolated, sample_sites, site_kind, trace_program, unwrap
 
-__all__ = ["graph_of", "UNIT_LIMIT"]
+__all__ = ["graph_of", "UNIT_LIMIT", "GraphExtractionWarning"]
+
+
+class GraphExtractionWarning(UserWarning):
+    """Extraction saw something that may make the graph miss edges (named in the message)."""
+
 
 #: Largest number of units a site may be expanded into at `level="unit"`.
 UNIT_LIMIT = 1024
@@ -72,7 +79,7 @@ def graph_of(
     if not isinstance(unit_limit, int) or unit_limit < 1:
         raise ValueError(f"unit_limit: expected a positive int, got {unit_limit!r}")
     program, args, name = _resolve(model, args, kwargs, name)
-    with isolated(), pyro.validation_enabled(False):
+    with isolated(), buffers_kept(), pyro.validation_enabled(False):
         sites, plates, trace = _site_relations(program, args, kwargs)
         if level == "site":
             return _site_graph(sites, plates, show_params, name)
@@ -97,8 +104,11 @@ def _resolve(model, args, kwargs, name):
 def _site_relations(program: Callable, args: tuple, kwargs: dict):
     """One provenance-tracked trace: per site its kind, distribution, shapes, plates and the
     sites and parameters its density depends on."""
-    with torch.no_grad(), TrackSites():
-        trace = trace_program(program, args, kwargs)
+    tracked_args, tracked_kwargs = track_arguments(args, kwargs)
+    with torch.no_grad(), TrackSites() as tracker:
+        trace = trace_program(program, tracked_args, tracked_kwargs)
+    claimed = tracker.claimed
+    _warn_leaks(tracker.leaks, claimed)
     sites: dict[str, dict] = {}
     plates: dict[str, dict] = {}
     kinds = {name: site["type"] for name, site in trace.nodes.items()}
@@ -112,7 +122,8 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
         else:
             density = density_provenance(fn, site["value"])
             dist_name = "Factor" if kind == "factor" else type(unwrap(fn)).__name__
-        upstream = [u for u in density if u != name]
+        upstream = [claimed.get(u, u) for u in density]
+        upstream = [u for u in upstream if u != name and not is_arg_token(u)]
         frames = [f for f in site["cond_indep_stack"]]
         for f in frames:
             plates.setdefault(f.name, {"size": f.size, "dim": f.dim if f.vectorized else None})
@@ -126,6 +137,24 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
             "params": _in_order(position, [u for u in upstream if kinds.get(u) == "param"]),
         }
     return sites, plates, trace
+
+
+def _warn_leaks(leaks, claimed) -> None:
+    """One warning per site whose value the program turned into Python numbers."""
+    seen = {}
+    for prov, how, where in leaks:
+        for p in prov:
+            site = claimed.get(p, p)
+            if not is_arg_token(site):
+                seen.setdefault(site, (how, where))
+    for site, (how, where) in seen.items():
+        warnings.warn(
+            f"graph_of: the value of site {site!r} was turned into a Python number ({how}, at {where}); "
+            f"whatever the program computed from that number is invisible to extraction, so edges from "
+            f"{site!r} may be missing. Keep site values as tensors to get every edge.",
+            GraphExtractionWarning,
+            stacklevel=4,
+        )
 
 
 def _in_order(position: dict[str, int], names) -> list[str]:

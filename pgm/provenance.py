@@ -9,21 +9,60 @@ autograd does not see.
 
 from __future__ import annotations
 
+import os
+import sys
 import weakref
 
+import pyro
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["ProvenanceTensor", "provenance_of", "density_provenance", "plain", "TrackSites"]
+__all__ = [
+    "ProvenanceTensor", "provenance_of", "density_provenance", "plain", "TrackSites", "track_arguments",
+    "arg_token", "is_arg_token",
+]
 
 _EMPTY: frozenset = frozenset()
 
 
 class ProvenanceTensor(torch.Tensor):
-    """A tensor that remembers the names of the sites it depends on (`._provenance`)."""
+    """A tensor that remembers the names of the sites it depends on (`._provenance`).
+
+    Turning it into Python numbers (`item`, `float`, `int`, `bool`, `tolist`, `numpy`) loses
+    the provenance; while a `TrackSites` is active such a conversion is recorded (see
+    `TrackSites.leaks`) so that extraction can warn that edges may be missing.
+    """
 
     _provenance: frozenset = _EMPTY
+
+    def item(self):
+        _leaked(self, "item")
+        return plain(self).item()
+
+    def tolist(self):
+        _leaked(self, "tolist")
+        return plain(self).tolist()
+
+    def numpy(self, *args, **kwargs):
+        _leaked(self, "numpy")
+        return plain(self).numpy(*args, **kwargs)
+
+    def __float__(self):
+        _leaked(self, "float")
+        return plain(self).__float__()
+
+    def __int__(self):
+        _leaked(self, "int")
+        return plain(self).__int__()
+
+    def __index__(self):
+        _leaked(self, "index")
+        return plain(self).__index__()
+
+    def __bool__(self):
+        _leaked(self, "bool")
+        return plain(self).__bool__()
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -59,6 +98,26 @@ def _attach(result, prov: frozenset):
             *(_attach(r, prov) for r in result)
         )
     return result
+
+
+_ARG_PREFIX = "\x00arg:"
+
+
+def arg_token(i) -> str:
+    """The provenance name given to the program's argument `i` (a position or a keyword)."""
+    return f"{_ARG_PREFIX}{i}"
+
+
+def is_arg_token(name: str) -> bool:
+    return name.startswith(_ARG_PREFIX)
+
+
+def track_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The program's tensor arguments, each with a provenance token of its own (`arg_token`)."""
+    def wrap(a, i):
+        return _attach(plain(a), frozenset({arg_token(i)})) if isinstance(a, torch.Tensor) else a
+
+    return tuple(wrap(a, i) for i, a in enumerate(args)), {k: wrap(v, k) for k, v in kwargs.items()}
 
 
 def provenance_of(value) -> frozenset:
@@ -117,6 +176,28 @@ def density_provenance(fn, value) -> frozenset:
     return prov | provenance_of(value)
 
 
+#: The active `TrackSites` handlers (innermost last): where leaks are recorded.
+_RECORDERS: list = []
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(m.__file__) + os.sep for m in (torch, pyro) if getattr(m, "__file__", None)
+)
+
+
+def _leaked(t: "ProvenanceTensor", how: str) -> None:
+    """Record that `t`'s value left the tensor world by `how`, unless a library (torch, Pyro)
+    did it internally, or nothing is being tracked."""
+    if not _RECORDERS or not t._provenance:
+        return
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    where = frame.f_code.co_filename if frame is not None else ""
+    if where.startswith(_LIBRARY_DIRS):
+        return
+    line = frame.f_lineno if frame is not None else 0
+    _RECORDERS[-1].leaks.append((t._provenance, how, f"{where}:{line}"))
+
+
 def plain(value):
     """`value` without provenance (a plain `torch.Tensor`)."""
     if isinstance(value, ProvenanceTensor):
@@ -127,11 +208,38 @@ def plain(value):
 
 class TrackSites(Messenger):
     """Give each sample site's (and param's) value the provenance of its own name only, so that
-    a density's provenance is the set of sites it depends on directly."""
+    a density's provenance is the set of sites it depends on directly.
+
+    Tensors the program received as arguments may be given a provenance of their own first
+    (`arg_token`); an observed site whose value was computed from such tokens only (the very
+    tensor, or a reshape of it) then claims them (`claimed`: token -> site), so that what the
+    program computed from that argument before declaring the site still counts as computed
+    from the site. `leaks` lists the values turned into Python numbers while tracking, as
+    (provenance, how, where).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.claimed: dict[str, str] = {}
+        self.leaks: list[tuple[frozenset, str, str]] = []
+
+    def __enter__(self):
+        _RECORDERS.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        if self in _RECORDERS:
+            _RECORDERS.remove(self)
+        return super().__exit__(*exc)
 
     def _pyro_post_sample(self, msg):
         if site_is_subsample(msg) or not isinstance(msg["value"], torch.Tensor):
             return
+        if msg["is_observed"]:
+            prov = provenance_of(msg["value"])
+            if prov and all(is_arg_token(p) for p in prov):
+                for p in prov:
+                    self.claimed.setdefault(p, msg["name"])
         msg["value"] = _attach(plain(msg["value"]), frozenset({msg["name"]}))
 
     def _pyro_post_param(self, msg):
