@@ -717,7 +717,7 @@ class _Scene:
                     box = _union(box, qbox)
             x0, y0, x1, y1 = box
             x0, y0, x1, y1 = x0 - self.pad, y0 - self.pad, x1 + self.pad, y1 + self.pad
-            label = _plate_label(p, self.g.plates.get(p, {}).get("size"))
+            label = _plate_label(p, self.g.plates.get(p, {}))
             m = 0.05 * self.unit
             w = _CHAR_WIDTH * self.plate_fontsize * len(label) / self.ppu + 2 * m
             best = None
@@ -1008,7 +1008,14 @@ def _densify(paths, step: float) -> np.ndarray:
     return np.vstack(out)
 
 
-def _plate_label(name: str, size) -> str:
+def _plate_label(name: str, info) -> str:
+    """"N = 100" for a short name, "data (100)" otherwise; a plate whose size is a symbol (the
+    data plate of a model drawn without data) shows the symbol alone, as textbooks do."""
+    if not isinstance(info, Mapping):
+        info = {"size": info}
+    symbol, size = info.get("symbol"), info.get("size")
+    if symbol:
+        return str(symbol) if size is None else f"{symbol} = {size}"
     if size is None:
         return str(name)
     return f"{name} = {size}" if len(str(name)) <= 2 else f"{name} ({size})"

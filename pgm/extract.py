@@ -41,6 +41,8 @@ class GraphExtractionWarning(UserWarning):
 
 #: Largest number of units a site may be expanded into at `level="unit"`.
 UNIT_LIMIT = 1024
+#: The plate that holds the data (the model contract), and its symbol where no data is given.
+DATA_PLATE, DATA_SYMBOL = "data", "N"
 #: Random probe points at which unit dependencies are evaluated (their union is taken):
 #: at least MIN_PROBES, then more until two in a row find nothing new, at most MAX_PROBES.
 MIN_PROBES, MAX_PROBES = 3, 16
@@ -56,6 +58,7 @@ def graph_of(
     show_params: bool = False,
     unit_limit: int = UNIT_LIMIT,
     name: str | None = None,
+    data_size: int | str | None = None,
     **kwargs,
 ) -> GraphicalModel:
     """The graphical model of a program: a `pgm.Model` or any Pyro program with its arguments.
@@ -63,7 +66,16 @@ def graph_of(
     `level="site"` gives one node per sample site; `level="unit"` one node per unit (an RBM's
     4 visible and 3 hidden units become `v[0]..v[3]`, `h[0]..h[2]`), for sites of at most
     `unit_limit` units. `show_params=True` adds `pyro.param`/`pyro.module` parameters as nodes.
-    Extraction leaves the RNG states, Pyro's param store and torch's grad mode unchanged.
+
+    `data_size` labels the data plate (`pyro.plate("data", ...)`): an int is the data's size
+    (a training set's length), a str a symbol. By default a `pgm.Model` traced on its own
+    example inputs gets the symbol "N" (the example batch's size means nothing), and a program
+    given its data keeps the size it was traced with. Subsampled plates keep their full size
+    (`plates[p]["size"]`) and record the subsample's (`plates[p]["subsample_size"]`).
+
+    Extraction leaves the RNG states, Pyro's param store, torch's grad mode and every module's
+    buffers (BatchNorm statistics) unchanged. It warns (`GraphExtractionWarning`) when the
+    program turns a site's value into a Python number, which hides what it computes from it.
 
     >>> import pyro, pyro.distributions as dist
     >>> def chain():
@@ -78,12 +90,32 @@ def graph_of(
         raise ValueError(f"level: expected 'site' or 'unit', got {level!r}")
     if not isinstance(unit_limit, int) or unit_limit < 1:
         raise ValueError(f"unit_limit: expected a positive int, got {unit_limit!r}")
+    if data_size is not None and not (
+        (isinstance(data_size, int) and not isinstance(data_size, bool) and data_size > 0)
+        or (isinstance(data_size, str) and data_size.strip())
+    ):
+        raise ValueError(f"data_size: expected a positive int (the data's size) or a symbol such as 'N', got {data_size!r}")
+    if data_size is None and isinstance(model, Model) and not args and not kwargs:
+        data_size = DATA_SYMBOL
     program, args, name = _resolve(model, args, kwargs, name)
     with isolated(), buffers_kept(), pyro.validation_enabled(False):
         sites, plates, trace = _site_relations(program, args, kwargs)
+        _label_data_plate(plates, data_size)
         if level == "site":
             return _site_graph(sites, plates, show_params, name)
         return _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name)
+
+
+def _label_data_plate(plates: dict, data_size) -> None:
+    info = plates.get(DATA_PLATE)
+    if info is None or data_size is None:
+        return
+    if isinstance(data_size, str):
+        info["traced_size"] = info.pop("size")
+        info["size"] = None
+        info["symbol"] = data_size.strip()
+    else:
+        info["size"] = data_size
 
 
 # ---------------------------------------------------------------------- resolving the input
@@ -126,7 +158,11 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
         upstream = [u for u in upstream if u != name and not is_arg_token(u)]
         frames = [f for f in site["cond_indep_stack"]]
         for f in frames:
-            plates.setdefault(f.name, {"size": f.size, "dim": f.dim if f.vectorized else None})
+            if f.name not in plates:
+                full = f.full_size if getattr(f, "full_size", None) is not None else f.size
+                plates[f.name] = {"size": full, "dim": f.dim if f.vectorized else None}
+                if full != f.size:
+                    plates[f.name]["subsample_size"] = f.size
         sites[name] = {
             "kind": kind,
             "dist": dist_name,

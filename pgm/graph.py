@@ -275,7 +275,10 @@ class GraphicalModel:
             },
             "directed_edges": sorted([list(e) for e in self.directed_edges]),
             "undirected_edges": sorted([list(e) for e in self.undirected_edges]),
-            "plates": {k: {"size": v.get("size"), "dim": v.get("dim")} for k, v in self.plates.items()},
+            "plates": {
+                k: {"size": v.get("size"), "dim": v.get("dim"), **{x: v[x] for x in ("symbol", "subsample_size") if x in v}}
+                for k, v in self.plates.items()
+            },
             "factors": {k: sorted(v["scope"]) for k, v in self.factors.items()},
         }
 
