@@ -227,7 +227,7 @@ class GraphicalModel:
                     rest = set(self.nodes) - given - {n}
                 if rest:
                     out.append(Independence(frozenset({n}), frozenset(rest), frozenset(given)))
-            return out
+            return _once(out)
         for a, b in itertools.combinations(self.nodes, 2):
             if self._dg.has_edge(a, b) or self._dg.has_edge(b, a) or self._ug.has_edge(a, b):
                 continue
@@ -348,6 +348,17 @@ class GraphicalModel:
                 return None
         given = (self.markov_blanket(a)) - {b}
         return given if self.is_d_separated({a}, {b}, given) else None
+
+
+def _once(statements: list[Independence]) -> list[Independence]:
+    """Each statement once: X ⊥ Y | Z and Y ⊥ X | Z are the same (symmetry)."""
+    seen, out = set(), []
+    for s in statements:
+        key = (frozenset((s.xs, s.ys)), s.given)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
 
 
 def _node_attrs(node: str, attrs: Mapping[str, Any]) -> dict:
