@@ -29,8 +29,8 @@ from torch import nn
 
 from pgm.graph import GraphicalModel
 from pgm.model import Model
-from pgm.provenance import TrackSites, density_provenance, is_arg_token, plain, track_arguments
-from pgm.program import buffers_kept, check_program, isolated, sample_sites, site_kind, trace_program, unwrap
+from pgm.provenance import TrackParameters, TrackSites, density_provenance, is_arg_token, plain, track_arguments
+from pgm.program import ProgramError, buffers_kept, check_program, isolated, sample_sites, site_kind, trace_program, unwrap
 
 __all__ = ["graph_of", "UNIT_LIMIT", "GraphExtractionWarning"]
 
@@ -98,8 +98,9 @@ def graph_of(
     if data_size is None and isinstance(model, Model) and not args and not kwargs:
         data_size = DATA_SYMBOL
     program, args, name = _resolve(model, args, kwargs, name)
+    params = _network_parameters(model, args, kwargs) if show_params else None
     with isolated(), buffers_kept(), pyro.validation_enabled(False):
-        sites, plates, trace = _site_relations(program, args, kwargs)
+        sites, plates, trace = _site_relations(program, args, kwargs, params)
         _label_data_plate(plates, data_size)
         if level == "site":
             return _site_graph(sites, plates, show_params, name)
@@ -133,11 +134,35 @@ def _resolve(model, args, kwargs, name):
 
 
 # ---------------------------------------------------------------------- site level
-def _site_relations(program: Callable, args: tuple, kwargs: dict):
+def _network_parameters(model, args, kwargs) -> dict[int, str]:
+    """Parameter node names for the `nn.Parameter`s a program may use: a model's networks by
+    their attribute name ("decoder"), its own parameters by theirs ("W"), networks passed as
+    arguments by their argument position or keyword."""
+    names: dict[int, str] = {}
+    owners = []
+    if isinstance(model, nn.Module):
+        owners.append(("", model))
+    owners += [(f"arg{i}", a) for i, a in enumerate(args) if isinstance(a, nn.Module)]
+    owners += [(k, v) for k, v in kwargs.items() if isinstance(v, nn.Module)]
+    for prefix, module in owners:
+        for pname, p in module.named_parameters():
+            head = pname.split(".")[0] if not prefix else prefix
+            container = getattr(module, head, None) if not prefix else None
+            if isinstance(container, (nn.ModuleList, nn.ParameterList, nn.ModuleDict, nn.ParameterDict)):
+                head = f"{head}[{pname.split('.')[1]}]"  # one node per layer of a stack
+            names.setdefault(id(p), f"{_PARAM_PREFIX}{head}")
+    return names
+
+
+_PARAM_PREFIX = "\x00param:"
+
+
+def _site_relations(program: Callable, args: tuple, kwargs: dict, params: dict | None = None):
     """One provenance-tracked trace: per site its kind, distribution, shapes, plates and the
-    sites and parameters its density depends on."""
+    sites and parameters its density depends on (networks' parameters too, given `params`)."""
     tracked_args, tracked_kwargs = track_arguments(args, kwargs)
-    with torch.no_grad(), TrackSites() as tracker:
+    mode = TrackParameters(params) if params else contextlib.nullcontext()
+    with torch.no_grad(), TrackSites() as tracker, mode:
         trace = trace_program(program, tracked_args, tracked_kwargs)
     claimed = tracker.claimed
     _warn_leaks(tracker.leaks, claimed)
@@ -156,6 +181,7 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
             dist_name = "Factor" if kind == "factor" else type(unwrap(fn)).__name__
         upstream = [claimed.get(u, u) for u in density]
         upstream = [u for u in upstream if u != name and not is_arg_token(u)]
+        networks = sorted(u[len(_PARAM_PREFIX):] for u in upstream if u.startswith(_PARAM_PREFIX))
         frames = [f for f in site["cond_indep_stack"]]
         for f in frames:
             if f.name not in plates:
@@ -170,7 +196,7 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict):
             "shape": tuple(plain(site["value"]).shape) if kind != "factor" else (),
             "plates": tuple(f.name for f in frames),
             "parents": _in_order(position, [u for u in upstream if kinds.get(u) == "sample"]),
-            "params": _in_order(position, [u for u in upstream if kinds.get(u) == "param"]),
+            "params": _in_order(position, [u for u in upstream if kinds.get(u) == "param"]) + networks,
         }
     return sites, plates, trace
 
@@ -217,6 +243,8 @@ def _site_graph(sites, plates, show_params, name) -> GraphicalModel:
         for s, info in sites.items():
             for p in info["params"]:
                 node = _param_node(p)
+                if node in sites:  # a parameter named like a site ("v" the site, "v" a weight)
+                    node = f"{node}_param"
                 nodes.setdefault(node, {"kind": "parameter", "dist": None, "plates": ()})
                 if info["kind"] == "factor":
                     targets = list(info["parents"])
@@ -235,9 +263,10 @@ class _Probe(Messenger):
     can tell which units each density depends on. Deterministic sites become leaves too, so
     that dependencies stop at them as they do at site level."""
 
-    def __init__(self, bound: set[str], spread: float):
+    def __init__(self, bound: set[str], spread: float, keep=frozenset()):
         super().__init__()
         self.spread = spread
+        self.keep = keep  # sites left at their own (discrete) draws: not differentiable
         self.bound = bound  # observed sites whose value is a probe argument: left as they are
         self.leaves: dict[str, torch.Tensor] = {}
         self.computed: dict[str, torch.Tensor] = {}
@@ -252,7 +281,7 @@ class _Probe(Messenger):
         if kind == "deterministic":
             self.computed[msg["name"]] = value
             leaf = value.detach().clone().requires_grad_(value.is_floating_point())
-        elif msg["name"] in self.bound:
+        elif msg["name"] in self.bound or msg["name"] in self.keep:
             leaf = value
         else:
             leaf = _probe_value(msg["fn"], value, self.spread)
@@ -272,7 +301,12 @@ def _probe_value(fn, like: torch.Tensor, spread: float = 0.0) -> torch.Tensor:
             else:
                 value = torch.rand(like.shape, dtype=dtype, device=like.device) * 0.8 + 0.1
         else:
-            value = fn.sample().detach()
+            try:
+                value = fn.sample().detach()
+            except NotImplementedError:  # an improper base measure: any point of its support
+                dtype = _float_dtype(like)
+                noise = torch.randn(like.shape, dtype=dtype, device=like.device)
+                value = torch.distributions.transform_to(fn.support)(noise)
             if value.shape != like.shape:
                 value = value.expand(like.shape).clone()
     if value.is_floating_point():
@@ -284,6 +318,10 @@ def _is_binary(base) -> bool:
     return isinstance(base, (dist.Bernoulli, torch.distributions.Bernoulli)) or getattr(
         base.support, "lower_bound", None
     ) == 0 and getattr(base.support, "upper_bound", None) == 1 and getattr(base.support, "is_discrete", False)
+
+
+def _is_discrete(base) -> bool:
+    return _is_binary(base) or bool(getattr(base.support, "is_discrete", False))
 
 
 def _float_dtype(t: torch.Tensor) -> torch.dtype:
@@ -386,10 +424,20 @@ class _Units:
 
 def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -> GraphicalModel:
     units = _Units(sites, plates, unit_limit)
-    probes, quiet = 0, 0
+    probes, quiet, discrete = 0, 0, None
     while probes < MAX_PROBES and (probes < MIN_PROBES or quiet < 2):
         before = units.size()
-        _probe_once(program, args, kwargs, units, spread=0.0 if probes == 0 else SPREAD)
+        try:
+            _probe_once(program, args, kwargs, units, spread=0.0 if probes == 0 else SPREAD, discrete=discrete)
+        except ProgramError:
+            if discrete is not None:
+                raise
+            # The program computes with a discrete value (an index into a table): probe its
+            # discrete sites at their own draws; their units join every unit they influence.
+            discrete = {s for s in units.variables if _is_discrete(unwrap(trace.nodes[s]["fn"]))}
+            if not discrete:
+                raise
+            continue
         quiet = quiet + 1 if units.size() == before else 0
         probes += 1
     # Parents that autograd cannot see (integer-valued sites): every unit to every unit.
@@ -397,12 +445,19 @@ def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -
         for p in sites[s]["parents"]:
             if p in units.nondifferentiable:
                 units.directed.update((a, b) for a in units.names[p] for b in units.names[s] if a != b)
+    # Likewise potentials over such sites: their units join the scope and interact with it.
+    for f, scope in units.scopes.items():
+        hidden = [p for p in sites[f]["parents"] if p in units.nondifferentiable and p in units.names]
+        for p in hidden:
+            for a in units.names[p]:
+                units.undirected.update(tuple(sorted((a, b))) for b in scope if b != a)
+            scope.update(units.names[p])
     used = {p for i in sites.values() for p in i["plates"]}
     return units.graph(sites, {k: v for k, v in plates.items() if k in used}, name)
 
 
 @torch.enable_grad()
-def _probe_once(program, args, kwargs, units: _Units, spread: float) -> None:
+def _probe_once(program, args, kwargs, units: _Units, spread: float, discrete=None) -> None:
     with torch.no_grad():
         first = trace_program(program, args, kwargs)
     # Observed sites whose value is (a reshape of) a tensor argument: the program may compute
@@ -420,7 +475,7 @@ def _probe_once(program, args, kwargs, units: _Units, spread: float) -> None:
                     )
                 bound[s] = arg_leaves[i]
     probe_args = tuple(arg_leaves.get(i, a) for i, a in enumerate(args))
-    probe = _Probe(set(bound), spread)
+    probe = _Probe(set(bound), spread, keep=discrete or set())
     with probe:
         trace = trace_program(program, probe_args, kwargs)
     inputs, owners = [], []

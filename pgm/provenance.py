@@ -16,11 +16,12 @@ import weakref
 import pyro
 import torch
 from pyro.poutine.messenger import Messenger
+from torch.overrides import TorchFunctionMode
 from pyro.poutine.util import site_is_subsample
 
 __all__ = [
     "ProvenanceTensor", "provenance_of", "density_provenance", "plain", "TrackSites", "track_arguments",
-    "arg_token", "is_arg_token",
+    "arg_token", "is_arg_token", "TrackParameters",
 ]
 
 _EMPTY: frozenset = frozenset()
@@ -118,6 +119,39 @@ def track_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         return _attach(plain(a), frozenset({arg_token(i)})) if isinstance(a, torch.Tensor) else a
 
     return tuple(wrap(a, i) for i, a in enumerate(args)), {k: wrap(v, k) for k, v in kwargs.items()}
+
+
+class TrackParameters(TorchFunctionMode):
+    """Give what is computed from a network's parameters the provenance of that network.
+
+    `names` maps each `nn.Parameter` (by identity) to the name of the node it belongs to (a
+    network such as "decoder", or a model's own parameter such as "W"); a parameter's name
+    in the trace is then what `density_provenance` reports for densities that use it.
+    """
+
+    def __init__(self, names: dict[int, str]):
+        super().__init__()
+        self.names = names
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        found = set()
+        self._find(args, found)
+        if kwargs:
+            self._find(kwargs.values(), found)
+        if not found:
+            return result
+        return _attach(result, provenance_of(result) | frozenset(found))
+
+    def _find(self, items, found: set) -> None:
+        for item in items:
+            if isinstance(item, torch.nn.Parameter):
+                name = self.names.get(id(item))
+                if name is not None:
+                    found.add(name)
+            elif isinstance(item, (list, tuple)):
+                self._find(item, found)
 
 
 def provenance_of(value) -> frozenset:
