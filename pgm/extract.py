@@ -46,6 +46,9 @@ DATA_PLATE, DATA_SYMBOL = "data", "N"
 #: Random probe points at which unit dependencies are evaluated (their union is taken):
 #: at least MIN_PROBES, then more until two in a row find nothing new, at most MAX_PROBES.
 MIN_PROBES, MAX_PROBES = 3, 16
+#: Largest unit scope of a potential whose third derivatives are checked (to split it into
+#: pairwise terms when its interaction graph has triangles).
+THIRD_ORDER_LIMIT = 64
 #: Binary units are probed inside (0.1, 0.9) first, then at wider points 0.5 + SPREAD * N(0, 1)
 #: so that gated networks (ReLU units dead on [0, 1]) still reveal every allowed dependency.
 SPREAD = 2.0
@@ -388,6 +391,8 @@ class _Units:
         self.directed: set[tuple[str, str]] = set()
         self.undirected: set[tuple[str, str]] = set()
         self.scopes: dict[str, set[str]] = {f: set() for f, i in sites.items() if i["kind"] == "factor"}
+        self.interactions: dict[str, set[tuple[str, str]]] = {f: set() for f in self.scopes}
+        self.higher: set[str] = set()  # potentials with a term in three or more units
 
     def size(self) -> tuple[int, int, int]:
         """How much has been found so far (to tell when probing stops finding anything)."""
@@ -415,11 +420,35 @@ class _Units:
                 nodes[u].update(event_shape=(), site=s, index=i)
         order = {u: i for i, u in enumerate(nodes)}
         factors = {
-            f: {"scope": tuple(sorted(self.scopes[f], key=order.__getitem__)), "plates": self.sites[f]["plates"]}
+            f: {
+                "scope": tuple(sorted(self.scopes[f], key=order.__getitem__)),
+                "plates": self.sites[f]["plates"],
+                "terms": _terms(self.scopes[f], self.interactions[f], order, f not in self.higher),
+            }
             for f in self.scopes
         }
         directed = sorted(self.directed, key=lambda e: (order[e[1]], order[e[0]]))
         return GraphicalModel(nodes, directed, sorted(self.undirected), plates, factors, name=name, level="unit")
+
+
+def _terms(scope: set[str], interactions: set[tuple[str, str]], order: dict[str, int], pairwise: bool) -> list[tuple[str, ...]]:
+    """The terms a potential splits into at unit level: the maximal cliques of its interaction
+    graph (units with a nonzero mixed second derivative), a unit that interacts with none a
+    term of its own. A function whose mixed derivative in u and w vanishes everywhere is a sum
+    of terms free of u or of w, so it is a sum over these cliques (an RBM's v'Wh: one term per
+    nonzero weight; its biases: one per unit). With no third mixed derivative (`pairwise`) the
+    cliques split further into their edges (a Boltzmann machine's lateral weights)."""
+    import networkx as nx
+
+    ig = nx.Graph()
+    ig.add_nodes_from(scope)
+    ig.add_edges_from(interactions)
+    if pairwise:
+        cliques = [e for e in ig.edges] + [(u,) for u in ig.nodes if ig.degree(u) == 0]
+    else:
+        cliques = list(nx.find_cliques(ig))
+    terms = [tuple(sorted(c, key=order.__getitem__)) for c in cliques]
+    return sorted(terms, key=lambda t: [order[u] for u in t])
 
 
 def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -> GraphicalModel:
@@ -445,12 +474,20 @@ def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -
         for p in sites[s]["parents"]:
             if p in units.nondifferentiable:
                 units.directed.update((a, b) for a in units.names[p] for b in units.names[s] if a != b)
+    # A potential that is flat in a site at every probe point (a bias initialised at zero)
+    # still depends on it: its units join the scope, each a term of its own.
+    for f, scope in units.scopes.items():
+        for p in sites[f]["parents"]:
+            if p in units.names and p not in units.nondifferentiable and not scope & set(units.names[p]):
+                scope.update(units.names[p])
     # Likewise potentials over such sites: their units join the scope and interact with it.
     for f, scope in units.scopes.items():
         hidden = [p for p in sites[f]["parents"] if p in units.nondifferentiable and p in units.names]
         for p in hidden:
             for a in units.names[p]:
-                units.undirected.update(tuple(sorted((a, b))) for b in scope if b != a)
+                pairs = {tuple(sorted((a, b))) for b in scope if b != a}
+                units.undirected.update(pairs)
+                units.interactions[f].update(pairs)
             scope.update(units.names[p])
     used = {p for i in sites.values() for p in i["plates"]}
     return units.graph(sites, {k: v for k, v in plates.items() if k in used}, name)
@@ -553,7 +590,43 @@ def _factor_units(site, s, units: _Units, inputs, owners, by_site) -> None:
     if not flat:
         return
     rows = torch.stack([v for _, v in flat])
+    found = set()
     for (u, _), grads in zip(flat, _jacobian_rows(rows, inputs)):
         for v in units.units_hit(by_site(grads), plate_set):
             if v != u:
-                units.undirected.add(tuple(sorted((u, v))))
+                found.add(tuple(sorted((u, v))))
+    units.undirected.update(found)
+    units.interactions[s].update(found)
+    if s not in units.higher and _has_triangle(found) and len(flat) <= THIRD_ORDER_LIMIT:
+        if _third_order(flat, found, units, inputs, by_site, plate_set):
+            units.higher.add(s)
+
+
+def _has_triangle(pairs) -> bool:
+    import networkx as nx
+
+    return any(n for n in nx.triangles(nx.Graph(list(pairs))).values())
+
+
+def _third_order(flat, pairs, units: _Units, inputs, by_site, plate_set) -> bool:
+    """Whether a potential has a term in three or more units (a nonzero third mixed
+    derivative); if not, it is a sum of pairwise and unary terms, whatever its interaction
+    graph's cliques (a Boltzmann machine's x'Lx)."""
+    where = {u: (s, j) for s in units.variables for j, u in enumerate(units.names[s])}
+    entry = {u: v for u, v in flat}
+    partners: dict[str, list[str]] = {}
+    for u, w in pairs:
+        partners.setdefault(u, []).append(w)
+    for u, ws in partners.items():
+        second = torch.autograd.grad(entry[u], inputs, create_graph=True, retain_graph=True, allow_unused=True)
+        hess = by_site(second)
+        for w in ws:
+            site, j = where[w]
+            h = hess.get(site)
+            if h is None or not h.requires_grad:
+                continue
+            h_uw = _first_element(h, units.layout[site].values())[j]
+            third = torch.autograd.grad(h_uw, inputs, retain_graph=True, allow_unused=True)
+            if set(units.units_hit(by_site(third), plate_set)) - {u, w}:
+                return True
+    return False

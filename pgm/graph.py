@@ -238,15 +238,25 @@ class GraphicalModel:
 
     def factor_graph(self) -> "GraphicalModel":
         """The bipartite factor-graph view: one factor node per potential (`pyro.factor` site)
-        and per conditional of a directed site (`p(x | parents)`), joined to its scope. A
+        and per conditional of a directed site (`p(x | parents)`), joined to its scope. At unit
+        level a potential that splits into terms (`factors[f]["terms"]`: pairwise weights,
+        biases) gives one factor node per term, named `f(u,w)`. A
         parentless variable in the scope of a potential gets no unary `p(x)` node: its density
         is the base measure the potentials are defined against."""
         nodes = dict(self._dg.nodes(data=True))
         edges = []
         in_potentials = {v for spec in self.factors.values() for v in spec["scope"]}
         for name, spec in self.factors.items():
-            nodes[name] = {"kind": "factor", "dist": "factor", "event_shape": (), "plates": tuple(spec.get("plates", ()))}
-            edges += [(name, v) for v in spec["scope"]]
+            attrs = {"kind": "factor", "dist": "factor", "event_shape": (), "plates": tuple(spec.get("plates", ()))}
+            terms = spec.get("terms")
+            if not terms or (len(terms) == 1 and set(terms[0]) == set(spec["scope"])):
+                nodes[name] = attrs
+                edges += [(name, v) for v in spec["scope"]]
+                continue
+            for term in terms:  # a unit-level potential: one factor per term, on its units
+                fname = f"{name}({','.join(term)})"
+                nodes[fname] = {**attrs, "potential": name}
+                edges += [(fname, v) for v in term]
         for node, attrs in self._dg.nodes(data=True):
             if attrs["kind"] in ("factor", "parameter"):
                 continue
