@@ -177,7 +177,8 @@ def _site_relations(program: Callable, args: tuple, kwargs: dict, params: dict |
         kind = site_kind(site)
         fn = site["fn"]
         if kind == "deterministic":
-            density = density_provenance(fn.base_dist, site["value"])
+            inner = fn.base_dist if isinstance(fn, dist.MaskedDistribution) else fn
+            density = density_provenance(inner, site["value"])
             dist_name = "Deterministic"
         else:
             density = density_provenance(fn, site["value"])

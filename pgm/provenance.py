@@ -68,12 +68,26 @@ class ProvenanceTensor(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _SHAPE_ONLY:  # a fresh tensor shaped like its argument: no dependence
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        if func is torch.broadcast_tensors:  # each output depends on its own input only
+            with torch._C.DisableTorchFunctionSubclass():
+                result = func(*args, **kwargs)
+            return tuple(_attach(r, provenance_of(a)) if provenance_of(a) else r for r, a in zip(result, args))
         prov = _collect(args, _EMPTY)
         if kwargs:
             prov = _collect(kwargs.values(), prov)
         with torch._C.DisableTorchFunctionSubclass():
             result = func(*args, **kwargs)
         return _attach(result, prov) if prov else result
+
+
+#: Functions whose result depends on their tensor arguments' shapes, dtypes and devices only.
+_SHAPE_ONLY = frozenset(
+    [torch.zeros_like, torch.ones_like, torch.empty_like, torch.rand_like, torch.randn_like, torch.randint_like]
+    + [getattr(torch.Tensor, n) for n in ("new_tensor", "new_ones", "new_zeros", "new_empty", "new_full")]
+)
 
 
 def _collect(items, prov: frozenset) -> frozenset:
