@@ -75,6 +75,7 @@ LAYOUTS = ("auto", "layered", "bipartite", "spring", "kamada_kawai", "circular")
 # Geometry, in units of the spacing between neighbouring nodes of a layout.
 _SEP = 1.0  # distance between neighbouring nodes in a row and between rows
 _PLATE_PAD = 0.15  # gap between a plate's contents and its outline
+_SLANT = 0.42  # unit level: least row gap per unit of an edge's horizontal run
 _LABEL_BAND = 0.22  # height of the strip of a plate that holds its label
 _MARGIN = 0.12  # around the whole picture
 _INCHES_PER_UNIT = 0.85  # picture scale when draw() sizes the figure itself
@@ -152,7 +153,10 @@ def draw(
     pos, unit = _positions(g, layout)
     # Two rows (an RBM): edges cross between the rows, straight, as in the textbook figures.
     two_rows = len({round(y, 6) for _, y in pos.values()}) <= 2 and not g.directed_edges
-    scene = _Scene(g, pos, unit, node_size, show_plates, bend=not two_rows)
+    # Unit-level factor graphs keep straight edges: arcs around the many squares would leave
+    # the plates (an edge then runs from a square to its unit, as in the textbook figures).
+    straight = two_rows or (g.level == "unit" and g.view == "factor_graph")
+    scene = _Scene(g, pos, unit, node_size, show_plates, bend=not straight)
 
     created = ax is None
     if created:
@@ -394,6 +398,14 @@ def _factor_layers(g) -> dict[str, int]:
             pairs.update(tuple(sorted(e)) for e in __import__("itertools").combinations(scope, 2))
     inner = GraphicalModel({n: dict(g.nodes[n]) for n in variables}, directed, sorted(pairs), level=g.level)
     rows = _bipartite_rows(inner) if not directed and pairs and _looks_like_rbm(inner) else None
+    if rows is None and not directed and g.level == "unit":
+        # Units of a Markov network with lateral interactions (a Boltzmann machine): one row
+        # per site, latent sites on top in program order, observed ones at the bottom.
+        site = {n: g.nodes[n].get("site", n) for n in variables}
+        sites = list(dict.fromkeys(site[n] for n in variables))
+        observed = {site[n] for n in variables if g.nodes[n]["kind"] == "observed"}
+        ranked = [s for s in sites if s not in observed] + [s for s in sites if s in observed]
+        rows = {n: ranked.index(site[n]) for n in variables}
     h = _orient(inner)
     if rows is not None:
         layer = dict(rows)
@@ -583,9 +595,18 @@ def _layered(g, h: nx.DiGraph, layer: dict[str, int] | None = None) -> dict[str,
     for lo_, hi_ in spans.values():
         ends[hi_] += 1
         begins[lo_] += 1
+    # At unit level, rows joined by long slanted edges move apart until an edge clears the
+    # nodes next to its ends (rather than bending around them, out of the plates).
+    reach = [0.0] * nlayers
+    if g.level == "unit":
+        for u, v in h.edges:
+            lo_, hi_ = sorted((layer[u], layer[v]))
+            if hi_ == lo_ + 1:
+                reach[hi_] = max(reach[hi_], abs(x[u] - x[v]))
     ys = [0.0]
     for lyr in range(1, nlayers):
         step = _SEP + ends[lyr - 1] * (2 * _PLATE_PAD + _LABEL_BAND) + begins[lyr] * 2 * _PLATE_PAD
+        step = max(step, min(_SLANT * reach[lyr], 4 * _SEP))
         ys.append(ys[-1] - step)
     shift = (min(x.values()) + max(x.values())) / 2
     return {n: (x[n] - shift, ys[layer[n]]) for n in nodes}
@@ -781,7 +802,8 @@ class _Scene:
         for n in self.names:
             x, y = self.pos[n]
             text = str(n)
-            if self.g.nodes[n].get("potential"):  # one term of a unit-level potential: unlabelled
+            if self.g.nodes[n].get("potential") or (self.g.level == "unit" and self.kinds[n] == "factor"):
+                # unit-level factor squares (one per term or conditional) go unlabelled
                 self.node_labels[n] = (x, y, "", side, "center", "center")
                 continue
             if n in fits and fits[n] >= 0.7 * common:
@@ -1195,7 +1217,8 @@ def _new_figure(scene: _Scene, figsize, title, dpi, keep: bool):
         scene.fit(72 * inches)
         x0, y0, x1, y1 = scene.bounds()
         w, h = (x1 - x0) * inches, (y1 - y0) * inches
-        figsize = (max(w, _MIN_FIGURE_INCHES), max(h, _MIN_FIGURE_INCHES) + title_in)
+        title_w = 0.0 if title is None else len(str(title)) * _CHAR_WIDTH * 12 / 72 + 0.3  # 12 pt title
+        figsize = (max(w, _MIN_FIGURE_INCHES, title_w), max(h, _MIN_FIGURE_INCHES) + title_in)
     if keep:
         import matplotlib.pyplot as plt
 
