@@ -360,7 +360,8 @@ def _orient(g) -> nx.DiGraph:
     # directed path below it goes lower: the top RBM's layers stack above the directed ones.
     height = _heights(nx.DiGraph(g.directed_edges)) if g.directed_edges else {}
     order = {n: i for i, n in enumerate(g.nodes)}
-    key = lambda n: (height.get(n, 0), depth[n], order[n])  # noqa: E731
+    observed = {n for n in g.nodes if g.nodes[n]["kind"] == "observed"}
+    key = lambda n: (height.get(n, 0), depth[n], n in observed, order[n])  # noqa: E731  (observed lower)
     for u, v in undirected:
         if frozenset((u, v)) in done:
             continue

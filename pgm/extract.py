@@ -475,6 +475,15 @@ def _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name) -
         for p in sites[s]["parents"]:
             if p in units.nondifferentiable:
                 units.directed.update((a, b) for a in units.names[p] for b in units.names[s] if a != b)
+    # A density flat in a parent at every probe point (a regression on all-zero example
+    # covariates, a weight initialised at zero) still depends on it: every unit to every unit.
+    for s in units.variables:
+        for p in sites[s]["parents"]:
+            if p not in units.names or p in units.nondifferentiable:
+                continue
+            sources, targets = set(units.names[p]), set(units.names[s])
+            if not any(a in sources and b in targets for a, b in units.directed):
+                units.directed.update((a, b) for a in units.names[p] for b in units.names[s] if a != b)
     # A potential that is flat in a site at every probe point (a bias initialised at zero)
     # still depends on it: its units join the scope, each a term of its own.
     for f, scope in units.scopes.items():
