@@ -12,7 +12,7 @@ digraph "Chain" {
   "a" [label="a"];
   "b" [label="b"];
   subgraph cluster_data {
-    label="data (2)"; labeljust=r; labelloc=b; style=rounded;
+    label="N"; labeljust=r; labelloc=b; style=rounded;
     "c" [label="c", style=filled, fillcolor="#bfbfbf"];
   }
   "a" -> "b";
