@@ -15,6 +15,7 @@ in `u` and `w` (its units interact). Networks are invisible to both: only sample
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import math
 import warnings
@@ -102,12 +103,26 @@ def graph_of(
         data_size = DATA_SYMBOL
     program, args, name = _resolve(model, args, kwargs, name)
     params = _network_parameters(model, args, kwargs) if show_params else None
-    with isolated(), buffers_kept(), pyro.validation_enabled(False):
+    with isolated(), buffers_kept(), pyro.validation_enabled(False), _gc_paused():
         sites, plates, trace = _site_relations(program, args, kwargs, params)
         _label_data_plate(plates, data_size)
         if level == "site":
             return _site_graph(sites, plates, show_params, name)
         return _unit_graph(program, args, kwargs, sites, plates, trace, unit_limit, name)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Python's cyclic garbage collector paused while a program is traced: a long program
+    keeps many tensors alive, and the collector's full passes over them cost a third of the
+    extraction time of a 4,000-site chain. Reference counting still frees what is released."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _label_data_plate(plates: dict, data_size) -> None:
