@@ -178,9 +178,9 @@ _PARAM_PREFIX = "\x00param:"
 def _site_relations(program: Callable, args: tuple, kwargs: dict, params: dict | None = None):
     """One provenance-tracked trace: per site its kind, distribution, shapes, plates and the
     sites and parameters its density depends on (networks' parameters too, given `params`)."""
-    tracked_args, tracked_kwargs = track_arguments(args, kwargs)
+    tracked_args, tracked_kwargs, arguments = track_arguments(args, kwargs)
     mode = TrackParameters(params) if params else contextlib.nullcontext()
-    with torch.no_grad(), TrackSites() as tracker, mode:
+    with torch.no_grad(), TrackSites(arguments) as tracker, mode:
         trace = trace_program(program, tracked_args, tracked_kwargs)
     claimed = tracker.claimed
     _warn_leaks(tracker.leaks, claimed)

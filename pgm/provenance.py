@@ -127,12 +127,29 @@ def is_arg_token(name: str) -> bool:
     return name.startswith(_ARG_PREFIX)
 
 
-def track_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """The program's tensor arguments, each with a provenance token of its own (`arg_token`)."""
-    def wrap(a, i):
-        return _attach(plain(a), frozenset({arg_token(i)})) if isinstance(a, torch.Tensor) else a
+def track_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict, dict]:
+    """The program's tensor arguments, each with a provenance token of its own (`arg_token`),
+    and per token the argument's (numel, data pointer), for `TrackSites(arguments=...)`.
 
-    return tuple(wrap(a, i) for i, a in enumerate(args)), {k: wrap(v, k) for k, v in kwargs.items()}
+    A site claims an argument's token only when its value is the whole argument (the tensor
+    itself or a view of all of it): a slice `y[t]` observed at one site of a loop does not
+    make the whole of `y` that site's value."""
+    seen = {}
+
+    def wrap(a, i):
+        if not isinstance(a, torch.Tensor):
+            return a
+        seen[arg_token(i)] = (a.numel(), a.data_ptr() if a.numel() else None)
+        return _attach(plain(a), frozenset({arg_token(i)}))
+
+    new_args = tuple(wrap(a, i) for i, a in enumerate(args))
+    new_kwargs = {k: wrap(v, k) for k, v in kwargs.items()}
+    return new_args, new_kwargs, seen
+
+
+def _same_tensor(value, info) -> bool:
+    numel, ptr = info
+    return ptr is not None and value.numel() == numel and plain(value).data_ptr() == ptr
 
 
 class TrackParameters(TorchFunctionMode):
@@ -266,8 +283,9 @@ class TrackSites(Messenger):
     (provenance, how, where).
     """
 
-    def __init__(self):
+    def __init__(self, arguments: dict[str, tuple] | None = None):
         super().__init__()
+        self.arguments = arguments or {}  # token -> (shape, data_ptr) of the argument
         self.claimed: dict[str, str] = {}
         self.leaks: list[tuple[frozenset, str, str]] = []
 
@@ -285,9 +303,10 @@ class TrackSites(Messenger):
             return
         if msg["is_observed"]:
             prov = provenance_of(msg["value"])
-            if prov and all(is_arg_token(p) for p in prov):
-                for p in prov:
-                    self.claimed.setdefault(p, msg["name"])
+            if len(prov) == 1:
+                (token,) = prov
+                if token in self.arguments and _same_tensor(msg["value"], self.arguments[token]):
+                    self.claimed.setdefault(token, msg["name"])
         msg["value"] = _attach(plain(msg["value"]), frozenset({msg["name"]}))
 
     def _pyro_post_param(self, msg):

@@ -417,6 +417,155 @@ def rbm_program(v):
         pyro.factor("hidden_bias", h.sum(-1))
 
 
+# After Pyro's GLM examples: Poisson regression with a log link.
+@corpus("poisson_glm", torch.randn(5, 2), torch.tensor([1.0, 0.0, 3.0, 2.0, 1.0]))
+def poisson_glm(x, counts):
+    beta = pyro.sample("beta", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    alpha = pyro.sample("alpha", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", 5):
+        pyro.sample("counts", dist.Poisson((x @ beta + alpha).exp()), obs=counts)
+
+
+# After Pyro's hierarchical models: three levels (population, groups, members).
+@corpus("three_level", torch.ones(2, 3))
+def three_level(data):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    tau = pyro.sample("tau", dist.HalfNormal(1.0))
+    with pyro.plate("groups", 2, dim=-2):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        with pyro.plate("members", 3, dim=-1):
+            phi = pyro.sample("phi", dist.Normal(theta, 1.0))
+            pyro.sample("y", dist.Normal(phi, 0.5), obs=data)
+
+
+# After Pyro's ordinal regression tests: OrderedLogistic with latent cutpoints.
+# Known disagreement: the inspector reports no parents for y (its provenance is lost inside
+# OrderedLogistic's construction of the category probabilities); y depends on beta and the
+# cutpoints.
+@corpus("ordinal_regression", torch.randn(4), torch.tensor([0, 1, 2, 1]), known={"y": ["beta", "cut_raw"]})
+def ordinal_regression(x, y):
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0))
+    cut_raw = pyro.sample("cut_raw", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    cutpoints = torch.cat([cut_raw[..., :1], cut_raw[..., :1] + cut_raw[..., 1:].exp()], -1)
+    with pyro.plate("data", 4):
+        pyro.sample("y", dist.OrderedLogistic(x * beta, cutpoints), obs=y)
+
+
+# After Pyro's zero-inflated count tests.
+@corpus("zero_inflated_poisson", torch.tensor([0.0, 0.0, 2.0, 5.0]))
+def zero_inflated_poisson(counts):
+    gate = pyro.sample("gate", dist.Beta(1.0, 1.0))
+    rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+    with pyro.plate("data", 4):
+        pyro.sample("counts", dist.ZeroInflatedPoisson(rate, gate=gate), obs=counts)
+
+
+# After Pyro's Dirichlet-multinomial tests.
+@corpus("dirichlet_multinomial", torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]))
+def dirichlet_multinomial(counts):
+    alpha = pyro.sample("alpha", dist.Gamma(torch.ones(3), 1.0).to_event(1))
+    with pyro.plate("data", 2):
+        probs = pyro.sample("probs", dist.Dirichlet(alpha))
+        pyro.sample("counts", dist.Multinomial(3, probs), obs=counts)
+
+
+# After Pyro's Gaussian process tests: a kernel built from latent hyperparameters.
+@corpus("gp_regression", torch.linspace(0, 1, 4), torch.randn(4))
+def gp_regression(x, y):
+    lengthscale = pyro.sample("lengthscale", dist.LogNormal(0.0, 1.0))
+    variance = pyro.sample("variance", dist.LogNormal(0.0, 1.0))
+    noise = pyro.sample("noise", dist.LogNormal(-2.0, 1.0))
+    d = (x.unsqueeze(-1) - x.unsqueeze(-2)) / lengthscale
+    cov = variance * (-0.5 * d**2).exp() + noise * torch.eye(4)
+    pyro.sample("y", dist.MultivariateNormal(torch.zeros(4), covariance_matrix=cov), obs=y)
+
+
+# After Pyro's item response theory example: crossed plates students x items.
+@corpus("irt_2pl", torch.ones(3, 4))
+def irt_2pl(responses):
+    with pyro.plate("students", 3, dim=-2):
+        ability = pyro.sample("ability", dist.Normal(0.0, 1.0))
+    with pyro.plate("items", 4, dim=-1):
+        difficulty = pyro.sample("difficulty", dist.Normal(0.0, 1.0))
+        discrimination = pyro.sample("discrimination", dist.LogNormal(0.0, 0.5))
+    with pyro.plate("students_", 3, dim=-2), pyro.plate("items_", 4, dim=-1):
+        pyro.sample("correct", dist.Bernoulli(logits=discrimination * (ability - difficulty)), obs=responses)
+
+
+# After Pyro's autoregressive time-series tests: AR(2) in a Python loop. Each y_t observes a
+# slice y[t] of the argument; the slices it reads for its mean are data, not sites, in pgm as
+# in the inspector (a site claims an argument only when its value is the whole argument).
+@corpus("ar2", torch.randn(5))
+def ar2(y):
+    a1 = pyro.sample("a1", dist.Normal(0.0, 0.5))
+    a2 = pyro.sample("a2", dist.Normal(0.0, 0.5))
+    prev2, prev1 = torch.tensor(0.0), torch.tensor(0.0)
+    for t in range(5):
+        mean = a1 * prev1 + a2 * prev2
+        pyro.sample(f"y_{t}", dist.Normal(mean, 1.0), obs=y[t])
+        prev2, prev1 = prev1, y[t]
+
+
+# After Pyro's changepoint examples: a discrete switch point chooses between two rates.
+@corpus("changepoint", torch.tensor([1.0, 2.0, 0.0, 5.0, 6.0]))
+def changepoint(counts):
+    early = pyro.sample("early", dist.Exponential(1.0))
+    late = pyro.sample("late", dist.Exponential(1.0))
+    tau = pyro.sample("tau", dist.Categorical(torch.ones(5) / 5))
+    rate = torch.where(torch.arange(5) < tau, early, late)
+    with pyro.plate("time", 5):
+        pyro.sample("counts", dist.Poisson(rate), obs=counts)
+
+
+# After Pyro's censored-data tests: the censored observations masked out.
+@corpus("censored", torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, False, True]))
+def censored(times, seen):
+    rate = pyro.sample("rate", dist.Gamma(1.0, 1.0))
+    with pyro.plate("data", 3):
+        pyro.sample("t", dist.Exponential(rate).mask(seen), obs=times)
+
+
+# A robust regression penalty on the data, as a pyro.factor on an observed site's value.
+@corpus("factor_on_data", torch.randn(4))
+def factor_on_data(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", 4):
+        y = pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        pyro.factor("robust", -((y - mu).abs() - 1.0).clamp(min=0.0))
+
+
+# After Pyro's Beta-Bernoulli coin tutorial (SVI part I).
+@corpus("coin", torch.tensor([1.0, 1.0, 0.0, 1.0]))
+def coin(flips):
+    fairness = pyro.sample("fairness", dist.Beta(10.0, 10.0))
+    with pyro.plate("flips", 4):
+        pyro.sample("obs", dist.Bernoulli(fairness), obs=flips)
+
+
+# A discrete latent choosing a component through torch.where inside a plate, with the
+# chosen location kept as a deterministic site.
+@corpus("switch_deterministic", torch.tensor([0.0, 3.0, 1.0]))
+def switch_deterministic(data):
+    lo = pyro.sample("lo", dist.Normal(0.0, 1.0))
+    hi = pyro.sample("hi", dist.Normal(3.0, 1.0))
+    with pyro.plate("data", 3):
+        pick = pyro.sample("pick", dist.Bernoulli(0.5))
+        loc = pyro.deterministic("loc", torch.where(pick.bool(), hi, lo))
+        pyro.sample("x", dist.Normal(loc, 1.0), obs=data)
+
+
+_CLASSIFIER = nn.Linear(3, 2)
+
+
+# After Pyro's Bayesian classifier examples: a network's logits, pyro.module, a label site.
+@corpus("nn_classifier", torch.randn(4, 3), torch.tensor([0, 1, 1, 0]))
+def nn_classifier(x, y):
+    pyro.module("classifier", _CLASSIFIER)
+    temperature = pyro.sample("temperature", dist.LogNormal(0.0, 0.3))
+    with pyro.plate("data", 4):
+        pyro.sample("y", dist.Categorical(logits=_CLASSIFIER(x) / temperature), obs=y)
+
+
 # =============================================================================== networks
 class _Decoder(nn.Module):
     def __init__(self, z_dim=2, x_dim=4, y_dim=0):
