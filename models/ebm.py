@@ -333,11 +333,13 @@ class ClassifierEBM(Model):
         return self.logits(x).argmax(-1)
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        logits = self.logits(x)
-        uniform = torch.zeros(self.num_classes, dtype=logits.dtype, device=logits.device)
+        # The generative story in order: x under the flat measure, y under the uniform one,
+        # then the potential f(x)[y], computed from the site's value.
+        uniform = torch.zeros(self.num_classes, dtype=x.dtype if x.is_floating_point() else torch.get_default_dtype(), device=x.device)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", _flat_measure(self.x_shape, x), obs=x)
+            x = pyro.sample("x", _flat_measure(self.x_shape, x), obs=x)
             y = pyro.sample("y", dist.Categorical(logits=uniform), obs=y)
+            logits = self.logits(x)
             chosen = nn.functional.one_hot(y.long(), self.num_classes).to(logits.dtype)
             pyro.factor("logit", (logits * chosen).sum(-1))
 
