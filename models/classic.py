@@ -31,7 +31,7 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
-@register("normal_normal", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
+@register("normal_normal", train=dict(engine="svi", data=None, epochs=500, batch_size=None, lr=0.02))
 class NormalNormal(Model):
     r"""A Normal mean with a conjugate Normal prior: the posterior is known exactly.
 
@@ -100,7 +100,7 @@ class NormalNormal(Model):
 
 
 @register("logistic_regression", num_features=2,
-          train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
+          train=dict(engine="svi", data=None, epochs=500, batch_size=None, lr=0.02))
 class BayesianLogisticRegression(Model):
     r"""Logistic regression with Normal priors on the weights and the bias.
 
