@@ -222,10 +222,12 @@ class VAE(Model):
         self.flows = nn.ModuleList()
         if flow is not None:
             flow = checks.int_at_least("flow", flow, 0)
+        if flow_hidden_dims is not None:
+            flow_hidden_dims = checks.dims("flow_hidden_dims", flow_hidden_dims, min_len=1)
         if flow:
             if z_dim < 2:
                 raise ValueError("flow: IAF layers need z_dim >= 2 (an autoregressive transform of one dim is affine)")
-            hidden = None if flow_hidden_dims is None else list(checks.dims("flow_hidden_dims", flow_hidden_dims, min_len=1))
+            hidden = None if flow_hidden_dims is None else list(flow_hidden_dims)
             for _ in range(flow):
                 self.flows.append(T.affine_autoregressive(z_dim, hidden_dims=hidden))
 
