@@ -13,7 +13,7 @@ import torch
 
 from inference.engine import Engine, as_args, register_engine
 
-__all__ = ["MaximumLikelihood", "make_optimizer", "check_optim", "OPTIMIZERS"]
+__all__ = ["MaximumLikelihood", "make_optimizer", "check_optim", "check_lr", "OPTIMIZERS"]
 
 #: Optimisers by name, for `make_optimizer` (and the command line).
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {

@@ -67,7 +67,7 @@ from torch import nn
 
 import pgm
 from inference.engine import Engine, EngineError, _refusal, as_args, register_engine
-from inference.maximum_likelihood import OPTIMIZERS, check_optim
+from inference.maximum_likelihood import OPTIMIZERS, check_lr, check_optim
 from inference.posterior import Posterior
 from pgm.model import ProgramModel
 from pgm.program import isolated, sample_sites, site_kind, trace_program, unwrap
@@ -243,8 +243,7 @@ class SVI(Engine):
             beta = float(beta)
             if not (beta >= 0 and math.isfinite(beta)):
                 raise ValueError(f"beta: expected a non-negative number or a callable step -> beta, got {beta!r}")
-        if not float(lr) > 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {lr!r}")
+        check_lr(lr)
         check_optim(optim, factories=True)  # refused now, not when the optimiser is built on the first batch
         self.elbo_name = elbo
         self.num_particles = int(num_particles)

@@ -169,6 +169,13 @@ def test_unknown_optimiser_is_refused_at_construction(engine):
     assert ENGINE_FACTORIES[engine](optim="SGD").num_steps == 0  # known names in any case
 
 
+@pytest.mark.parametrize("engine", ["SVI", "WakeSleep", "MaximumLikelihood"])
+@pytest.mark.parametrize("lr", [0.0, -1e-3, float("nan"), "fast"])
+def test_bad_learning_rates_are_refused_at_construction(engine, lr):
+    with pytest.raises(ValueError, match=r"^lr: expected a positive finite learning rate"):
+        ENGINE_FACTORIES[engine](lr=lr)
+
+
 def test_every_engine_with_an_optimiser_is_covered():
     inference.load_engines()
     with_optim = {cls.__name__ for cls in inference.ENGINES.values() if "optim" in inspect.signature(cls).parameters}
