@@ -294,7 +294,7 @@ class Model(nn.Module):
                     return trace_program(program, chunk, kwargs)
             except ProgramError as error:
                 cause = error.__cause__ or error
-                text = str(cause).split("Trace Shapes:")[0].strip()  # without Pyro's shape table
+                text = " ".join(str(cause).split("Trace Shapes:")[0].split())  # one line, without Pyro's shape table
                 where = tracker.where(text)
                 shapes = [tuple(a.shape) for a in chunk if torch.is_tensor(a)]
                 odd = [str(a.dtype).replace("torch.", "") for a in chunk if torch.is_tensor(a) and a.dtype != self.dtype]
