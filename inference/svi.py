@@ -290,6 +290,14 @@ class SVI(Engine):
             # A plain program wrapped without example arguments: checked on its first batch.
             return None
 
+    def validate(self, data) -> None:
+        """`Engine.validate`, and a guide given to this engine (not the model's own) is run on
+        the first batch too."""
+        super().validate(data)
+        own = self._guide_program
+        if own is not None and own != self.model.guide:
+            self.model.validate_guide(own, *as_args(data))
+
     # ------------------------------------------------------------------ building
     def _build_elbo(self, num_particles: int | None = None, jit: bool | None = None):
         """The Pyro ELBO object (the engine's settings; `num_particles` and `jit` override)."""

@@ -278,7 +278,18 @@ class Model(nn.Module):
                 trace = self._validation_trace(self.model, chunk, kwargs, self._display_name())
                 self._check_observed(trace)
                 if start in (0, None) and callable(self.guide):
-                    self._check_guide(chunk, kwargs)
+                    self._check_guide(self.guide, chunk, kwargs)
+
+    def validate_guide(self, guide: Callable, *args, chunk_size: int = 4096, **kwargs) -> None:
+        """Check another guide than the model's own (one given to an engine) as `validate_data`
+        checks the model's: run it on the first `chunk_size` rows of the data, then the program
+        replayed with its values. Raises ValueError naming the site."""
+        check_program(guide, "guide")
+        n = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else None
+        chunk = tuple(a[:chunk_size] if n is not None and torch.is_tensor(a) and a.dim() and a.shape[0] == n else a
+                      for a in args)
+        with _kept_state(self):
+            self._check_guide(guide, chunk, kwargs)
 
     def _display_name(self) -> str:
         """How messages name this model."""
@@ -389,11 +400,11 @@ class Model(nn.Module):
                     "inside it (e.g. x.clamp(1e-3, 1 - 1e-3)) or choose another likelihood."
                 )
 
-    def _check_guide(self, chunk: tuple, kwargs: dict) -> None:
-        """Run the model's own guide on a chunk of data, then the program replayed with the
-        guide's values (as ELBO methods do); errors become ValueErrors naming the site."""
+    def _check_guide(self, guide: Callable, chunk: tuple, kwargs: dict) -> None:
+        """Run a guide on a chunk of data, then the program replayed with the guide's values (as
+        ELBO methods do); errors become ValueErrors naming the site."""
         owner = self._display_name()
-        guide_trace = self._validation_trace(self.guide, chunk, kwargs, f"the guide of {owner}")
+        guide_trace = self._validation_trace(guide, chunk, kwargs, f"the guide of {owner}")
         replayed = poutine.replay(self.model, trace=guide_trace)
         trace = self._validation_trace(replayed, chunk, kwargs, f"{owner} run on its guide's values")
         for name, site in sample_sites(trace):

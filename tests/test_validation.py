@@ -285,6 +285,21 @@ def test_a_guide_that_fails_on_the_data_is_named():
         GuidedNormal(fail=True).validate_data(data)
 
 
+def test_a_guide_given_to_svi_is_checked_too():
+    model = GuidedNormal()
+    data = torch.randn(8, 3)
+
+    def narrow_guide(x):  # two latent dims where the model has three
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+
+    engine = inference.SVI(model, guide=narrow_guide)
+    with pytest.raises(ValueError, match=r"GuidedNormal run on its guide's values"):
+        inference.fit(engine, data, epochs=1, batch_size=8, progress=False, device="cpu")
+    assert engine.num_steps == 0
+    inference.SVI(model).validate(data)  # its own guide fits
+
+
 def test_a_guide_value_of_the_wrong_shape_is_named():
     class WideGuide(GuidedNormal):
         def model(self, x):
