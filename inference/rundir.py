@@ -76,12 +76,13 @@ _HELD: dict[Path, int] = {}
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
     """Keys whose values differ between two (nested) settings dicts: ``{"a.b": (old, new)}``.
+    Keys that `new` does not state are taken as unchanged.
 
-    >>> differences({"a": 1, "s": {"h": 4}}, {"a": 1, "s": {"h": 8}, "b": 2})
+    >>> differences({"a": 1, "s": {"h": 4}, "c": 3}, {"a": 1, "s": {"h": 8}, "b": 2})
     {'s.h': (4, 8), 'b': (None, 2)}
     """
     out: dict[str, tuple[Any, Any]] = {}
-    for key in list(old) + [k for k in new if k not in old]:
+    for key in new:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out.update(differences(a, b, f"{prefix}{key}."))
