@@ -55,12 +55,22 @@ BAD_ARGUMENTS = {
 }
 
 
+def _bad_values(parameter: inspect.Parameter) -> list:
+    """The bad values for a constructor argument; a width argument whose default is one int (a
+    number of channels rather than one per layer) gets the bad values of a size."""
+    bad = BAD_ARGUMENTS.get(parameter.name, [])
+    default = parameter.default
+    if bad is _DIMS and isinstance(default, int) and not isinstance(default, bool):
+        return _SIZE
+    return bad
+
+
 def _zoo_cases():
     cases = []
     for name in models.available():
         cls, defaults, _ = models.entry(name)
-        for arg in inspect.signature(cls).parameters:
-            for value, error in BAD_ARGUMENTS.get(arg, []):
+        for arg, parameter in inspect.signature(cls).parameters.items():
+            for value, error in _bad_values(parameter):
                 cases.append(pytest.param(name, arg, value, error, id=f"{name}-{arg}={value!r}"))
     return cases
 
