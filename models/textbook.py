@@ -14,6 +14,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from models import checks
 from models.registry import register
 from pgm import Model
 
@@ -139,7 +140,13 @@ class EightSchools(Model):
 
     def __init__(self, sigma=(15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)) -> None:
         super().__init__()
-        self.register_buffer("sigma", torch.as_tensor(sigma, dtype=torch.get_default_dtype()))
+        try:
+            values = torch.as_tensor(sigma, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise checks.ArgumentTypeError(f"sigma: expected a sequence of positive standard errors, got {sigma!r}") from error
+        if values.dim() != 1 or values.numel() == 0 or not bool(torch.isfinite(values).all() and (values > 0).all()):
+            raise ValueError(f"sigma: expected a non-empty sequence of positive finite standard errors, got {sigma!r}")
+        self.register_buffer("sigma", values)
 
     def example_inputs(self, batch_size: int | None = None) -> tuple:
         return (torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=self.dtype, device=self.device),)
@@ -168,7 +175,8 @@ class MatrixFactorization(Model):
 
     def __init__(self, num_users: int, num_items: int, rank: int = 2, noise: float = 1.0) -> None:
         super().__init__()
-        self.num_users, self.num_items, self.rank, self.noise = num_users, num_items, rank, noise
+        self.num_users, self.num_items = checks.positive_int("num_users", num_users), checks.positive_int("num_items", num_items)
+        self.rank, self.noise = checks.positive_int("rank", rank), checks.finite_float("noise", noise, positive=True)
 
     def example_inputs(self, batch_size: int | None = None) -> tuple:
         return (torch.zeros(self.num_users, self.num_items, dtype=self.dtype, device=self.device),)
