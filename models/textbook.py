@@ -132,7 +132,8 @@ class Burglary(Model):
             pyro.sample("mary_calls", dist.Bernoulli(self.p_mary[a.long()]), obs=None if calls is None else calls[..., 1])
 
 
-@register("eight_schools", train=dict(engine="nuts", data=None, epochs=1, batch_size=None))
+@register("eight_schools", train=dict(engine="nuts", engine_settings=dict(num_samples=400, warmup_steps=300), data=None, epochs=1,
+                     batch_size=None))
 class EightSchools(Model):
     """Hierarchical normal model: mu ~ N(0, 5), tau ~ HalfCauchy(5), theta_j ~ N(mu, tau),
     y_j ~ N(theta_j, sigma_j) for J schools with known standard errors `sigma` (default: the
