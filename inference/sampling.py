@@ -111,8 +111,8 @@ def _posterior_predictive(model, n: int, globals_: list[str], engine) -> torch.T
     for values in latents:
         conditioned = poutine.condition(poutine.uncondition(model.model), data=values)
         trace = trace_program(conditioned, model.example_inputs(1))
-        observed = [s for name, s in sample_sites(trace) if site_kind(s) == "observed" or
-                    (s.get("is_observed") and name not in values)]
+        observed = [s for name, s in sample_sites(trace)  # the data sites, drawn now (uncondition marks them)
+                    if name not in values and (s.get("infer", {}).get("was_observed") or site_kind(s) == "observed")]
         if not observed:
             return None
         rows.append(observed[0]["value"])

@@ -316,7 +316,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             engine_name, engine = _engine(config["engine"], model, engine_settings)
             config["engine"] = engine_name
             print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on "
-                  f"{config['data'] or 'its own data'} {tuple(data.train.shape)} -> {out}")
+                  f"{config['data'] or 'its own data'} {_shapes(data.train)} -> {out}")
             history = fit(engine, data.train, epochs=config["epochs"], batch_size=config["batch_size"],
                           device=args.device, seed=config["seed"], checkpoint_dir=out, resume=args.resume,
                           overwrite=args.overwrite, run_config=config, progress=not args.quiet)
@@ -355,7 +355,7 @@ def _pretrain(model, data, engine_name: str, settings: dict[str, Any], config: d
     train = data.train
     run.commit(config, overwrite=args.overwrite)
     print(f"training {type(model).__name__} greedily, layer by layer, by contrastive divergence ({engine_name}) "
-          f"on {config['data']} {tuple(train.shape)} -> {run.path}")
+          f"on {config['data']} {_shapes(train)} -> {run.path}")
     histories = model.pretrain(train, epochs=config["epochs"], batch_size=config["batch_size"],
                                persistent=engine_name == "pcd", seed=config["seed"], progress=not args.quiet,
                                **settings)
@@ -365,6 +365,10 @@ def _pretrain(model, data, engine_name: str, settings: dict[str, Any], config: d
     save_checkpoint(run.path / CHECKPOINT_NAME, {"model": model.state_dict(), "engine_name": engine_name,
                                                  "step": sum(len(h) for h in histories)})
     return histories[-1]
+
+
+def _shapes(data) -> str:
+    return ", ".join(str(tuple(t.shape)) for t in data) if isinstance(data, tuple) else str(tuple(data.shape))
 
 
 def _fmt(metrics: dict) -> str:
