@@ -79,12 +79,12 @@ def _as_image(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
 def default_discriminator(data_shape, kind: str = "auto", hidden_dims: Sequence[int] = (128, 128),
                           channels: int = 32) -> nn.Module:
     """A discriminator for data of `data_shape` (one example): ``kind="conv"`` for images (or
-    flattened square greyscale images, side a multiple of 4, at least 8), ``"mlp"`` otherwise;
-    ``"auto"`` chooses by the shape."""
+    flattened square greyscale images, side a multiple of 4, at least 8), ``"mlp"`` for any
+    data; ``"auto"``: conv for images of side 16 or more, else an MLP (8x8 digits, 2D toys)."""
     shape = (int(data_shape),) if isinstance(data_shape, int) else tuple(int(v) for v in data_shape)
     image = _as_image(shape)
     if kind == "auto":
-        kind = "conv" if image is not None else "mlp"
+        kind = "conv" if image is not None and image[1] >= 16 else "mlp"
     if kind == "conv":
         if image is None:
             raise ValueError(f"discriminator: 'conv' needs images (C, H, W) or flattened square ones, got data shape {shape}")

@@ -58,8 +58,10 @@ def test_the_same_program_with_a_likelihood_is_trained_by_svi():
 
 
 def test_generators_follow_the_data_kind():
-    image = models.GAN(x_dim=64, z_dim=4)
+    image = models.GAN(x_dim=64, z_dim=4, generator="conv", channels=4)
     assert type(image.generator).__name__ == "ConvGenerator"
+    assert type(models.GAN(x_dim=784, z_dim=4, channels=4).generator).__name__ == "ConvGenerator"
+    assert type(models.GAN(x_dim=64, z_dim=4).generator).__name__ == "MLPGenerator"
     x = image.sample(5)
     assert x.shape == (5, 64) and bool(((x >= 0) & (x <= 1)).all())
     assert type(small_gan().generator).__name__ == "MLPGenerator"
@@ -148,8 +150,8 @@ def test_program_path_and_dtype_follow_the_model():
 
 
 def test_conv_discriminator_on_digits_with_gradient_penalty():
-    gan = models.GAN(x_dim=64, z_dim=4, channels=4)
-    engine = Adversarial(gan, loss="wgan-gp", channels=4, d_steps=2)
+    gan = models.GAN(x_dim=64, z_dim=4, channels=4, generator="conv")
+    engine = Adversarial(gan, loss="wgan-gp", discriminator="conv", channels=4, d_steps=2)
     assert type(engine.discriminator).__name__ == "ConvDiscriminator"
     data = pgm.data.load("digits").train[:32]
     before = [p.detach().clone() for p in gan.parameters()]
