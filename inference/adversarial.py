@@ -175,7 +175,7 @@ class Adversarial(Engine):
         self.optimizer = torch.optim.Adam(params, lr=self.lr, betas=betas)
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.d_lr, betas=betas)
         self.generator_steps = 0
-        self._names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self._params = params
         self._ema = [p.detach().clone() for p in params] if self.ema_decay else []
         self._fast = callable(getattr(self.model, "rsample", None))
         self._observed = self._data_site()
@@ -214,7 +214,7 @@ class Adversarial(Engine):
         if not self._ema:
             yield self.model
             return
-        params = self.parameters()
+        params = self._params
         saved = [p.detach().clone() for p in params]
         with torch.no_grad():
             for p, a in zip(params, self._ema):
@@ -235,7 +235,7 @@ class Adversarial(Engine):
         """Copy the averaged weights into the model for good (e.g. before saving it on its own)."""
         if self._ema:
             with torch.no_grad():
-                for p, a in zip(self.parameters(), self._ema):
+                for p, a in zip(self._params, self._ema):
                     p.copy_(a)
 
     # ------------------------------------------------------------------ training
@@ -255,7 +255,7 @@ class Adversarial(Engine):
             r1 = r1_penalty(d, real)
             metrics["r1"] = float(r1.detach())
             value = value + 0.5 * self.r1 * r1
-        metrics["d_real"], metrics["d_fake"] = float(out_real.detach().mean()), float(out_fake.detach().mean())
+        metrics["d_real"], metrics["d_fake"] = torch.stack([out_real.detach().mean(), out_fake.detach().mean()]).tolist()
         return value
 
     def step(self, batch) -> dict[str, float]:
@@ -272,7 +272,7 @@ class Adversarial(Engine):
             t = self.generator_steps
             decay = min(self.ema_decay, (1 + t) / (10 + t))
             with torch.no_grad():
-                torch._foreach_lerp_(self._ema, [p.detach() for p in self.parameters()], 1 - decay)
+                torch._foreach_lerp_(self._ema, self._params, 1 - decay)
         return metrics
 
     # ------------------------------------------------------------------ state

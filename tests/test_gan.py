@@ -233,3 +233,30 @@ def test_metrics_callback_writes_into_the_history():
     history = inference.fit(engine, data, epochs=1, batch_size=64, max_steps=4, seed=0, progress=False, callbacks=callback)
     assert history["metric/modes"][0] is None and history["metric/modes"][1] is not None
     assert history["metric/mmd"][3] is not None and 0 < history["metric/mmd_p"][3] <= 1
+
+
+# ---------------------------------------------------------------------------- known-answer runs (slow)
+#: loss -> (engine settings, generator steps)
+EIGHT_GAUSSIAN_RUNS = {
+    "nonsaturating": (dict(loss="nonsaturating", lr=1e-3), 1500),
+    "hinge": (dict(loss="hinge", lr=1e-3), 1500),
+    "wgan-gp": (dict(loss="wgan-gp", lr=1e-4, d_steps=5, betas=(0.5, 0.9)), 3000),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", sorted(EIGHT_GAUSSIAN_RUNS))
+def test_each_loss_covers_the_eight_gaussians(loss):
+    """A seeded run (1,500 or 3,000 generator steps, batch 256): at least 7 of 8 modes hit, at
+    least 70% of the (EMA) samples within 3 standard deviations of a centre."""
+    import pyro
+
+    pyro.set_rng_seed(0)
+    data = pgm.data.load("8gaussians", n_samples=10_000)
+    gan = models.GAN(x_dim=2, z_dim=2, hidden_dims=(128, 128))
+    settings, steps = EIGHT_GAUSSIAN_RUNS[loss]
+    engine = Adversarial(gan, hidden_dims=(128, 128), **settings)
+    inference.fit(engine, data, epochs=1000, batch_size=256, max_steps=steps, seed=0, progress=False)
+    torch.manual_seed(1)
+    coverage = mode_coverage(engine.sample(2000))
+    assert coverage["modes"] >= 7 and coverage["high_quality"] >= 0.7, coverage
