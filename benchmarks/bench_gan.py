@@ -9,8 +9,8 @@ the generator update, and the moving average of the generator's weights (EMA, de
 `torch._foreach_lerp_`) on both sides. The framework side adds fit's batching, the finiteness
 check of every update and the metrics dict.
 
-Two settings: the 8 Gaussians (MLPs 2 -> 128 -> 128 -> 2 / 2 -> 128 -> 128 -> 1, batch 256) and
-the digits (DCGAN-style conv generator and discriminator, z_dim 16, batch 64). Repeats are
+Two settings: the 8 Gaussians (MLPs 2 -> 128 -> 128 -> 2 / 2 -> 256 -> 256 -> 1, batch 256) and
+the digits (the `pgm train gan` sizes: MLPs 16 -> 256 -> 256 -> 64 / 64 -> 256 -> 256 -> 1, batch 64). Repeats are
 interleaved (hand, framework, hand, ...) and medians of per-step times reported.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_gan.py [--steps 50] [--repeat 7] [--setting toy|digits|both]
@@ -72,7 +72,7 @@ def bench(setting: str, steps: int, repeat: int) -> float:
         batch, gan = 256, GAN(x_dim=2, z_dim=2, hidden_dims=(128, 128))
         data = torch.randn(steps * batch, 2)
     else:
-        batch, gan = 64, GAN(x_dim=64, z_dim=16)
+        batch, gan = 64, GAN(x_dim=64, z_dim=16, hidden_dims=(256, 256))
         data = torch.rand(steps * batch, 64)
     engine = Adversarial(copy.deepcopy(gan), lr=lr)
     hand = hand_written(gan, engine.discriminator, lr)
@@ -111,8 +111,8 @@ def quality(steps: int) -> None:
 
     data = pgm.data.load("digits")
     torch.manual_seed(0)
-    gan = GAN(x_dim=64, z_dim=16, hidden_dims=(128, 128))
-    engine = Adversarial(gan)
+    gan = GAN(x_dim=64, z_dim=16, hidden_dims=(256, 256))  # the `pgm train gan` preset
+    engine = Adversarial(gan, lr=5e-4)
     start = time.perf_counter()
     fit(engine, data, epochs=10_000, batch_size=64, max_steps=steps, seed=0, progress=False)
     minutes = (time.perf_counter() - start) / 60

@@ -139,7 +139,7 @@ class Adversarial(Engine):
         r1: float = 0.0,
         spectral_norm: bool = False,
         ema: float | None = 0.999,
-        hidden_dims: Sequence[int] = (128, 128),
+        hidden_dims: Sequence[int] = (256, 256),
         channels: int = 32,
     ) -> None:
         super().__init__(model, guide)

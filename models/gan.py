@@ -36,7 +36,7 @@ def _image_side(x_dim: int) -> int | None:
 @register(
     "gan", x_dim=64, z_dim=8, hidden_dims=(64,),
     train=dict(settings={"z_dim": 16, "hidden_dims": (256, 256)}, engine="gan",
-               engine_settings={"hidden_dims": (256, 256)}, data="digits", epochs=100, batch_size=64, lr=5e-4),
+               engine_settings={}, data="digits", epochs=100, batch_size=64, lr=5e-4),
 )
 class GAN(Model):
     """A GAN's generator as a program: z ~ N(0, I_z_dim), x = G(z) (a Delta at G(z)).

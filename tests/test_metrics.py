@@ -105,7 +105,9 @@ def test_mmd_matches_brute_force_and_median_heuristic():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", M.SampleSizeWarning)
         value = M.mmd(x, y)
+        statistic = M.mmd_test(x, y, permutations=5)[0]
     assert value == pytest.approx(_brute_mmd2(x, y, lambda a, b: torch.exp(-(a - b).square().sum() / (2 * h * h))), rel=1e-10)
+    assert statistic == pytest.approx(value, rel=1e-10)
 
 
 def test_mmd_permutation_test_holds_its_level_and_rejects_a_shift():
