@@ -21,6 +21,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from models import checks
 from models.generators import ConvGenerator, MLPGenerator
 from models.registry import register
 from pgm import Model
@@ -65,8 +66,9 @@ class GAN(Model):
         encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(x_dim, int) or x_dim < 1 or not isinstance(z_dim, int) or z_dim < 1:
-            raise ValueError(f"x_dim, z_dim: expected positive integers, got {x_dim!r}, {z_dim!r}")
+        x_dim, z_dim = checks.positive_int("x_dim", x_dim), checks.positive_int("z_dim", z_dim)
+        hidden_dims = checks.dims("hidden_dims", hidden_dims)
+        channels = checks.positive_int("channels", channels)
         if noise is not None and not (isinstance(noise, (int, float)) and noise > 0):
             raise ValueError(f"noise: expected None (an implicit model) or a positive std, got {noise!r}")
         self.x_dim, self.z_dim, self.noise = x_dim, z_dim, None if noise is None else float(noise)
