@@ -15,6 +15,11 @@ interleaved (hand, framework, hand, ...) and medians of per-step times reported.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_gan.py [--steps 50] [--repeat 7] [--setting toy|digits|both]
 
+Figures (2 shared CPU cores under a load average of 10-18, so per-step times are inflated
+several-fold and ratios noisy; `--steps 40 --repeat 7`): 8 Gaussians 87.6 ms hand-written vs 97.8 ms
+through fit, median of per-repeat ratios 1.068 (ratio of medians 1.117); digits 61.1 vs 63.3 ms,
+median ratio 1.087 (ratio of medians 1.035). To be remeasured on a quiet machine.
+
 Sample quality (`--quality`) trains the `pgm train gan` preset settings for the digits and prints
 FD / KID / IS / precision / recall of 1,000 samples against the 180 test digits, and of the 180
 validation digits (the real-data reference), on the features of `inference.metrics`' classifier.
