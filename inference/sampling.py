@@ -62,6 +62,14 @@ def draw(model, n: int, *, engine=None, mean: bool = False, start: torch.Tensor 
     model's own `sample` (e.g. a diffusion model's number of steps)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive number of draws, got {n!r}")
+    averaged = getattr(engine, "averaged", None)
+    if callable(averaged):  # an engine that keeps a moving average of the weights samples with it
+        with averaged():
+            return _draw(model, n, engine, mean, start, steps, options)
+    return _draw(model, n, engine, mean, start, steps, options)
+
+
+def _draw(model, n, engine, mean, start, steps, options) -> torch.Tensor:
     capabilities = model.capabilities()
     globals_ = global_latents(model) if "latents" in capabilities else []
     if globals_:
