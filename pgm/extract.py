@@ -215,9 +215,12 @@ def _probe_value(fn, like: torch.Tensor, spread: float = 0.0) -> torch.Tensor:
 
 
 def _is_binary(base) -> bool:
+    support = base.support
+    while hasattr(support, "base_constraint"):  # independent(boolean, k): binary units in a joint event
+        support = support.base_constraint
     return isinstance(base, (dist.Bernoulli, torch.distributions.Bernoulli)) or getattr(
-        base.support, "lower_bound", None
-    ) == 0 and getattr(base.support, "upper_bound", None) == 1 and getattr(base.support, "is_discrete", False)
+        support, "lower_bound", None
+    ) == 0 and getattr(support, "upper_bound", None) == 1 and getattr(support, "is_discrete", False)
 
 
 def _float_dtype(t: torch.Tensor) -> torch.dtype:
@@ -257,6 +260,10 @@ def _per_unit_density(fn, value: torch.Tensor) -> torch.Tensor | None:
     """Elementwise log density over the site's full value shape, or None if the event does not
     factorise into units (e.g. a MultivariateNormal, which then stays one node)."""
     base = unwrap(fn)
+    unit_log_prob = getattr(base, "unit_log_prob", None)
+    if callable(unit_log_prob):  # a joint event that states its per-unit conditionals (autoregressive)
+        lp = unit_log_prob(value)
+        return lp.expand(value.shape) if lp.shape != value.shape else lp
     if tuple(base.event_shape):
         return None
     lp = base.log_prob(value)
