@@ -22,8 +22,8 @@ __all__ = ["PixelCNN"]
 class PixelCNN(AutoregressiveModel):
     """PixelCNN over images generated in raster order (a pixel's channels together).
 
-    Data: `x_shape` (C, H, W) images, or `x_dim` flat square images with one channel (64 is
-    8x8). `levels=2`: binary pixels, Bernoulli outputs; `levels=L > 2`: integer pixel levels
+    Data: `x_shape` (C, H, W) images ((H, W) or (L,): one channel, one row; a VQ-VAE's code
+    grid), or `x_dim` flat square images with one channel (64 is 8x8). `levels=2`: binary pixels, Bernoulli outputs; `levels=L > 2`: integer pixel levels
     0..L-1 (stored as floats), a categorical over the L levels per pixel. `gated=True` (default)
     uses the gated PixelCNN's vertical and horizontal stacks, which see every earlier pixel;
     `gated=False` the plain type-A-then-B masked convolutions, which have a blind spot.
@@ -42,9 +42,10 @@ class PixelCNN(AutoregressiveModel):
             raise ValueError(f"x_dim, x_shape: expected exactly one of them, got x_dim={x_dim!r}, x_shape={x_shape!r}")
         if x_shape is not None:
             x_shape = tuple(x_shape)
-            if len(x_shape) != 3 or not all(isinstance(n, int) and n > 0 for n in x_shape):
-                raise ValueError(f"x_shape: expected (C, H, W) positive ints, got {x_shape!r}")
-            self.image_shape, self.event_shape = x_shape, x_shape
+            if not 1 <= len(x_shape) <= 3 or not all(isinstance(n, int) and n > 0 for n in x_shape):
+                raise ValueError(f"x_shape: expected (C, H, W), (H, W) or (L,) positive ints, got {x_shape!r}")
+            self.image_shape = (1,) * (3 - len(x_shape)) + x_shape
+            self.event_shape = x_shape
         else:
             side = math.isqrt(x_dim) if isinstance(x_dim, int) and x_dim > 0 else 0
             if side * side != x_dim:
