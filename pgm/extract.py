@@ -9,7 +9,10 @@ Unit level: each site is expanded into one node per unit (element of its value, 
 and dependencies are found by autograd at random probe points: a directed edge `w -> u`
 wherever the log density of unit `u` has a nonzero derivative with respect to the value of unit
 `w`, and an undirected edge `u - w` wherever a potential has a nonzero mixed second derivative
-in `u` and `w` (its units interact). Networks are invisible to both: only sample sites are nodes.
+in `u` and `w` (its units interact). A joint event whose distribution states its per-unit
+conditionals (`unit_log_prob(value)`, e.g. `models.autoregressive.Autoregressive`) is expanded
+into its units too, so an autoregressive site shows its complete DAG, its masks' connectivity or
+its receptive field. Networks are invisible to both: only sample sites are nodes.
 """
 
 from __future__ import annotations
@@ -257,7 +260,8 @@ def _first_element(t: torch.Tensor, plate_dims) -> torch.Tensor:
 
 
 def _per_unit_density(fn, value: torch.Tensor) -> torch.Tensor | None:
-    """Elementwise log density over the site's full value shape, or None if the event does not
+    """Elementwise log density over the site's full value shape (a joint event's per-unit
+    conditionals where its distribution has `unit_log_prob`), or None if the event does not
     factorise into units (e.g. a MultivariateNormal, which then stays one node)."""
     base = unwrap(fn)
     unit_log_prob = getattr(base, "unit_log_prob", None)
