@@ -240,7 +240,8 @@ class VQVAE(Model):
     def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The terms of the VQ-VAE objective per datum, each of shape (N,): "reconstruction"
         (-log p(x | straight-through z_q)), "codebook" and "commitment" (squared distances, not
-        yet weighted), and "codes" (N, *grid_shape), the nearest codes."""
+        yet weighted), "codes" (N, *grid_shape), the nearest codes, and with a prior "prior", its
+        negative log-likelihood of the (detached) codes."""
         z_e = self.encode(x)
         codes, z_q = self.quantize(z_e)
         z_st = z_e + (z_q - z_e).detach()  # forward: z_q; backward: identity to z_e
@@ -248,7 +249,10 @@ class VQVAE(Model):
         dims = tuple(range(1, z_e.dim()))
         codebook = (z_q - z_e.detach()).pow(2).sum(dims)
         commitment = (z_e - z_q.detach()).pow(2).sum(dims)
-        return {"reconstruction": reconstruction, "codebook": codebook, "commitment": commitment, "codes": codes}
+        terms = {"reconstruction": reconstruction, "codebook": codebook, "commitment": commitment, "codes": codes}
+        if self.prior is not None:
+            terms["prior"] = -self.prior.log_prob(codes.detach().to(self.dtype))
+        return terms
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """The VQ-VAE objective averaged over the batch (a differentiable scalar), plus the
@@ -262,7 +266,7 @@ class VQVAE(Model):
         if self.prior is not None:
             # the prior learns the current codes (detached: its gradient reaches only its own
             # parameters), so one run trains both stages; fit_prior refits it on the final codes
-            total = total - self.prior.log_prob(terms["codes"].detach().to(self.dtype))
+            total = total + terms["prior"]
         return total.mean()
 
     # ------------------------------------------------------------------ the codebook
