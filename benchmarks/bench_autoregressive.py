@@ -143,7 +143,7 @@ def bench_mnist(args) -> None:
             continue
         steps, used = _budget_fit(model, train, args.budget, batch, lr)
         with torch.no_grad():
-            nll = -torch.cat([model.log_prob(x) for x in test.split(500)]).mean().item()
+            nll = -torch.cat([model.log_prob(x) for x in test.split(100)]).mean().item()
         figure, source = PUBLISHED[name]
         print(f"  {name:14s} {steps:6d} steps ({steps * batch / train.shape[0]:.2f} epochs, {used:.0f} CPU s): "
               f"test NLL {nll:7.2f} nats   published {figure} ({source})")
