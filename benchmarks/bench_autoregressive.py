@@ -125,7 +125,12 @@ def _budget_fit(model, train, budget: float, batch_size: int, lr: float) -> tupl
 def bench_mnist(args) -> None:
     import pgm.data
 
-    data = pgm.data.load("binarized_mnist", root=args.data_root)
+    root = args.data_root
+    if root is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        candidates = [os.path.join(here, "..", "..", "shared", "data", "binarized_mnist"), "/work/shared/data/binarized_mnist"]
+        root = next((c for c in candidates if os.path.isdir(c)), candidates[0])
+    data = pgm.data.load("binarized_mnist", root=root)
     train, test = data.train, data.test[: args.test]
     torch.manual_seed(0)
     runs = [
@@ -158,8 +163,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="CPU seconds of training per model (mnist)")
     parser.add_argument("--test", type=int, default=2000, help="test images evaluated (mnist)")
     parser.add_argument("--models", default=None, help="comma-separated subset (mnist)")
-    parser.add_argument("--data-root", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                                                            "binarized_mnist"))
+    parser.add_argument("--data-root", default=None, help="folder of the .amat files (default: the first of "
+                        "../shared/data/binarized_mnist beside the repository and /work/shared/data/binarized_mnist)")
     args = parser.parse_args()
     print(f"torch threads={torch.get_num_threads()}")
     if args.part in ("all", "step"):
