@@ -18,7 +18,7 @@ from models.gan import GAN
 from models.autoregressive import Autoregressive, AutoregressiveModel, MaskEnsemble
 from models.fvsbn import FVSBN
 from models.nade import NADE
-from models.made import MADE
+from models.made import MADE, MixtureMADE
 from models.pixelcnn import PixelCNN
 
 __all__ = [
@@ -27,5 +27,5 @@ __all__ = [
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
-    "FVSBN", "NADE", "MADE", "PixelCNN", "Autoregressive", "AutoregressiveModel", "MaskEnsemble",
+    "FVSBN", "NADE", "MADE", "MixtureMADE", "PixelCNN", "Autoregressive", "AutoregressiveModel", "MaskEnsemble",
 ]

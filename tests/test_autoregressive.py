@@ -339,3 +339,12 @@ def test_mle_trains_made_on_one_mask_per_step():
     for _ in range(12):
         engine.step(data)
     assert len(seen) == 12 and len(set(seen)) > 1                     # one mask per step, several masks
+
+
+def test_mixture_made_is_registered_for_the_2d_toys():
+    m = models.get("made_mog")
+    assert isinstance(m, MADE) and m.likelihood == "gaussian_mixture"
+    assert models.preset("made_mog").data == "moons" and models.preset("made_mog").engine == "mle"
+    assert {"log_prob", "sample", "continuous"} <= m.capabilities()
+    x = m.sample(5)
+    assert torch.allclose(m.energy(x), -m.log_prob(x))
