@@ -39,6 +39,7 @@ class MADE(AutoregressiveModel):
     order-agnostic MADE uses orderings that put the observed units first, so any mask works.
 
     >>> import pgm
+    >>> _ = torch.manual_seed(1)
     >>> m = MADE(x_dim=3, hidden_dims=(8,))
     >>> edges = set(pgm.graph_of(m, level="unit").directed_edges)
     >>> edges == {(f"x[{j}]", f"x[{i}]") for i, j in m.net.connectivity().nonzero().tolist()}
