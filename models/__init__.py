@@ -15,6 +15,11 @@ from models.vae import VAE
 from models.vqvae import VQVAE
 from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
+from models.autoregressive import Autoregressive, AutoregressiveModel, MaskEnsemble
+from models.fvsbn import FVSBN
+from models.nade import NADE
+from models.made import MADE, MixtureMADE
+from models.pixelcnn import PixelCNN
 
 __all__ = [
     "available", "get", "entry", "preset", "register", "Preset",
@@ -22,4 +27,5 @@ __all__ = [
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
+    "FVSBN", "NADE", "MADE", "MixtureMADE", "PixelCNN", "Autoregressive", "AutoregressiveModel", "MaskEnsemble",
 ]
