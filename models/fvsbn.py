@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from models.autoregressive import AutoregressiveModel, bernoulli
+from models import checks
 from models.masked_nets import check_order
 from models.registry import register
 
@@ -27,8 +28,8 @@ class FVSBN(AutoregressiveModel):
 
     def __init__(self, x_dim: int, *, order=None, init_scale: float = 0.01) -> None:
         super().__init__()
-        if not isinstance(x_dim, int) or x_dim < 1:
-            raise ValueError(f"x_dim: expected a positive int, got {x_dim!r}")
+        x_dim = checks.positive_int("x_dim", x_dim)
+        init_scale = checks.finite_float("init_scale", init_scale, nonnegative=True)
         self.x_dim = x_dim
         self.event_shape = (x_dim,)
         order = check_order(order, x_dim)

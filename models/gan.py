@@ -69,8 +69,8 @@ class GAN(Model):
         x_dim, z_dim = checks.positive_int("x_dim", x_dim), checks.positive_int("z_dim", z_dim)
         hidden_dims = checks.dims("hidden_dims", hidden_dims)
         channels = checks.positive_int("channels", channels)
-        if noise is not None and not (isinstance(noise, (int, float)) and noise > 0):
-            raise ValueError(f"noise: expected None (an implicit model) or a positive std, got {noise!r}")
+        if noise is not None:
+            noise = checks.finite_float("noise", noise, positive=True)
         self.x_dim, self.z_dim, self.noise = x_dim, z_dim, None if noise is None else float(noise)
         side = _image_side(x_dim)
         if isinstance(generator, nn.Module):

@@ -10,6 +10,7 @@ import pyro.distributions as dist
 from pyro.distributions import constraints
 
 from models.autoregressive import Autoregressive, AutoregressiveModel, MaskEnsemble, bernoulli, sequential_sample
+from models import checks
 from models.masked_nets import MADENet, check_order
 from models.registry import register
 
@@ -50,18 +51,15 @@ class MADE(AutoregressiveModel):
                  order_agnostic: bool = False, ensemble: int | None = None, order=None,
                  likelihood: str = "bernoulli", num_components: int = 5, direct: bool = False, seed: int = 0) -> None:
         super().__init__()
-        if not isinstance(x_dim, int) or x_dim < 1:
-            raise ValueError(f"x_dim: expected a positive int, got {x_dim!r}")
-        if not isinstance(num_masks, int) or num_masks < 1:
-            raise ValueError(f"num_masks: expected a positive int, got {num_masks!r}")
+        x_dim, num_masks = checks.positive_int("x_dim", x_dim), checks.positive_int("num_masks", num_masks)
+        hidden_dims = checks.dims("hidden_dims", hidden_dims)
         if ensemble is None:
             ensemble = min(num_masks, 16)
         if not isinstance(ensemble, int) or not 1 <= ensemble <= num_masks:
             raise ValueError(f"ensemble: expected an int in 1..num_masks={num_masks}, got {ensemble!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
-        if not isinstance(num_components, int) or num_components < 1:
-            raise ValueError(f"num_components: expected a positive int, got {num_components!r}")
+        num_components = checks.positive_int("num_components", num_components)
         self.x_dim, self.event_shape = x_dim, (x_dim,)
         self.num_masks, self.order_agnostic, self.ensemble = num_masks, bool(order_agnostic), ensemble
         self.likelihood, self.num_components, self.seed = likelihood, num_components, int(seed)

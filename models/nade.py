@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from models.autoregressive import AutoregressiveModel, bernoulli, sequential_sample
+from models import checks
 from models.masked_nets import check_order
 from models.registry import register
 
@@ -32,9 +33,8 @@ class NADE(AutoregressiveModel):
 
     def __init__(self, x_dim: int, h_dim: int = 32, *, order=None, init_scale: float = 0.1) -> None:
         super().__init__()
-        for name, v in (("x_dim", x_dim), ("h_dim", h_dim)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        x_dim, h_dim = checks.positive_int("x_dim", x_dim), checks.positive_int("h_dim", h_dim)
+        init_scale = checks.finite_float("init_scale", init_scale, nonnegative=True)
         self.x_dim, self.h_dim = x_dim, h_dim
         self.event_shape = (x_dim,)
         order = check_order(order, x_dim)

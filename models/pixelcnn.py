@@ -10,6 +10,7 @@ import pyro.distributions as dist
 from pyro.distributions import constraints
 
 from models.autoregressive import AutoregressiveModel, bernoulli
+from models import checks
 from models.masked_nets import GatedPixelCNNNet, PixelCNNNet
 from models.registry import register
 
@@ -47,7 +48,8 @@ class PixelCNN(AutoregressiveModel):
             self.image_shape = (1,) * (3 - len(x_shape)) + x_shape
             self.event_shape = x_shape
         else:
-            side = math.isqrt(x_dim) if isinstance(x_dim, int) and x_dim > 0 else 0
+            x_dim = checks.positive_int("x_dim", x_dim)
+            side = math.isqrt(x_dim)
             if side * side != x_dim:
                 raise ValueError(f"x_dim: expected a square number of pixels (64 = 8x8), got {x_dim!r}; "
                                  "or pass x_shape=(C, H, W)")

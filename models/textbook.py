@@ -90,8 +90,7 @@ class Burglary(Model):
 
     def __init__(self, learnable: bool = False) -> None:
         super().__init__()
-        if not isinstance(learnable, bool):
-            raise TypeError(f"learnable: expected True or False, got {learnable!r}")
+        learnable = checks.boolean("learnable", learnable)
         tables = {
             "alarm": [[0.001, 0.29], [0.94, 0.95]],  # [burglary, earthquake]
             "john": [0.05, 0.90],

@@ -45,6 +45,7 @@ BAD_ARGUMENTS = {
     **{name: _SIZE for name in ("x_dim", "z_dim", "v_dim", "h_dim", "num_codes", "code_dim", "num_latents",
                                 "num_users", "num_items", "rank", "num_features", "num_components", "dim")},
     "num_classes": [(1, ValueError), (True, TypeError), (2.5, TypeError)],
+    "learnable": [("yes", TypeError), (1, TypeError)],
     **{name: _DIMS for name in ("hidden_dims", "channels", "flow_hidden_dims")},
     **{name: _SCALE for name in ("prior_scale", "noise_scale", "scale", "concentration", "noise", "base_scale")},
     **{name: _NONNEGATIVE for name in ("init_scale", "commitment")},
