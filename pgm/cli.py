@@ -470,6 +470,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         import pyro
 
         pyro.set_rng_seed(args.seed)
+    if args.complete is not None:
+        return _complete(args, config, model)
     start = None
     if "sample" not in model.capabilities():  # Markov chains start from distinct data points
         try:
@@ -483,6 +485,69 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         out = _write_samples(model, args.num, out, data=start, engine=engine)
     print(f"{args.num} samples of {config['model']} -> {out}")
+    return 0
+
+
+def _read_images(path: Path, shape) -> "torch.Tensor":
+    """Images to complete: a .pt tensor (N, ...) or a picture file (one grey image, values in [0, 1])."""
+    import math
+
+    import torch
+
+    if not path.is_file():
+        raise CommandError(f"--complete: no file at {path}")
+    if path.suffix.lower() in (".pt", ".pth"):
+        x = torch.load(path, weights_only=True)
+        if not torch.is_tensor(x):
+            raise CommandError(f"--complete: {path} holds a {type(x).__name__}, not a tensor")
+    else:
+        import matplotlib.image
+
+        try:
+            array = matplotlib.image.imread(path)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise CommandError(f"--complete: {path} cannot be read as a picture ({error})") from error
+        x = torch.as_tensor(array, dtype=torch.float32)
+        if x.dim() == 3:  # RGB(A) -> grey
+            x = x[..., :3].mean(-1)
+        x = (x / x.max().clamp(min=1e-8)).unsqueeze(0)
+    size = math.prod(shape)
+    if x.dim() >= 1 and x[0].numel() == size:
+        return x.reshape(-1, *shape)
+    if x.numel() == size:
+        return x.reshape(1, *shape)
+    raise CommandError(f"--complete: {path} has shape {tuple(x.shape)}; the model's data are {tuple(shape)} per image")
+
+
+def _complete(args, config, model) -> int:
+    """Fill the unobserved part (`--mask`) of the given images from the model's conditional."""
+    import torch
+
+    from pgm import pictures
+
+    if not callable(getattr(model, "complete", None)):
+        raise CommandError(f"--complete: {config['model']} cannot complete images (it has no exact conditional); "
+                           "autoregressive models can")
+    shape = tuple(getattr(model, "event_shape", ()))
+    x = _read_images(Path(args.complete), shape).to(device=model.device, dtype=model.dtype)
+    if "discrete" in model.capabilities():
+        x = (x >= 0.5).to(x.dtype)
+    rows = []
+    with torch.no_grad():
+        for _ in range(max(args.num // max(len(x), 1), 1)):
+            try:
+                rows.append(model.complete(x, args.mask))
+            except ValueError as error:
+                raise CommandError(f"--mask: {' '.join(str(error).split())}") from error
+    filled = torch.cat([x, *rows]).detach().cpu()
+    out = Path(args.output)
+    if out.suffix.lower() in (".pt", ".pth"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(filled, out)
+    else:
+        pictures.image_grid(filled.reshape(len(filled), -1)[:64], out, nrow=len(x) if len(x) <= 16 else None)
+    print(f"{len(filled) - len(x)} completions of {len(x)} image(s) with the {args.mask} observed -> {out} "
+          "(first row: the given images)")
     return 0
 
 
@@ -608,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="MODULE:ATTR",
                    help="the model of a run trained from your own module (never imported from the run's config)")
     p.add_argument("-n", "--num", type=int, default=64)
+    p.add_argument("--complete", default=None, metavar="IMAGE_FILE",
+                   help="complete these images (.pt tensor or picture) instead of sampling afresh (autoregressive models)")
+    p.add_argument("--mask", default="top", help="with --complete: the observed part (top, bottom, left, right, first, last)")
     p.add_argument("-o", "--output", required=True, help=".png/.svg/.pdf picture, or .pt tensor")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_sample)
