@@ -32,6 +32,7 @@ ENGINE_MODULES = (
     "nce",
     "maximum_likelihood",
     "objective",
+    "diffusion",
 )
 
 _EXPORTS = {
@@ -50,6 +51,7 @@ _EXPORTS = {
     "FlowContrastive": "nce",
     "MaximumLikelihood": "maximum_likelihood",
     "Objective": "objective",
+    "Diffusion": "diffusion",
     "Sampler": "sampler",
     "Posterior": "posterior",
     "History": "history",
