@@ -16,6 +16,7 @@ from models.vqvae import VQVAE
 from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
 from models.ddpm import DDPM
+from models.ncsn import NCSN
 
 __all__ = [
     "available", "get", "entry", "preset", "register", "Preset",
@@ -23,5 +24,5 @@ __all__ = [
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
-    "DDPM",
+    "DDPM", "NCSN",
 ]
