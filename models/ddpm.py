@@ -363,16 +363,18 @@ class DDPM(Model):
         """The ELBO's term at step t per datum, in closed form given x_t (nats): for t >= 2,
         KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)); for t = 1, -log p(x | x_1) in data space
         (the Jacobian of `scale` included). `out`: the network's output at (x_t, t)."""
+        # Both Gaussians have fixed variances and their means differ by coef_x0 (x0 - x0_hat), so the
+        # term needs one squared distance per datum.
         dims = tuple(range(x0.dim() - len(self.x_shape), x0.dim()))
         x0_hat, _ = self.to_x0_eps(x_t, t, out)
-        mu_p = self.posterior_mean(x0_hat, x_t, t)
-        mu_q = self.posterior_mean(x0, x_t, t)
-        var_p = self._at("sigmas", t, x_t) ** 2
-        var_q = self._at("posterior_variance", t, x_t)
-        first = (t == 1).reshape(*t.shape, *([1] * len(self.x_shape)))
-        kl = 0.5 * (torch.log(var_p / var_q.clamp(min=1e-30)) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1)
-        nll = 0.5 * (torch.log(2 * math.pi * var_p) + (x0 - mu_p) ** 2 / var_p) + math.log(self.scale)
-        return torch.where(first, nll, kl).sum(dims)
+        sq = (x0 - x0_hat).pow(2).sum(dims)
+        d = math.prod(self.x_shape)
+        var_p = self.sigmas[t] ** 2
+        var_q = self.posterior_variance[t]
+        c0 = self.coef_x0[t]
+        kl = 0.5 * d * (torch.log(var_p / var_q.clamp(min=1e-30)) + var_q / var_p - 1) + 0.5 * c0**2 * sq / var_p
+        nll = 0.5 * d * torch.log(2 * math.pi * var_p) + 0.5 * sq / var_p + d * math.log(self.scale)
+        return torch.where(t == 1, nll, kl)
 
     @torch.no_grad()
     def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, *, chunk: int = 64) -> torch.Tensor:
