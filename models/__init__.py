@@ -15,7 +15,7 @@ from models.vae import VAE
 from models.vqvae import VQVAE
 from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
-from models.ddpm import DDPM
+from models.ddpm import DDPM, ConditionalDDPM
 from models.ncsn import NCSN
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
-    "DDPM", "NCSN",
+    "DDPM", "ConditionalDDPM", "NCSN",
 ]

@@ -51,7 +51,7 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> lis
 @register(
     "ncsn", x_dim=2, hidden_dim=32, num_layers=1,
     train=dict(settings=dict(hidden_dim=128, num_layers=3, sigma_max=3.0, sigma_min=0.01, num_levels=10),
-               engine="mdsm", data="moons", epochs=300, batch_size=256, lr=1e-3),
+               engine="mdsm", data="moons", epochs=60, batch_size=256, lr=1e-3),
 )
 class NCSN(Model):
     """A noise-conditional score network over data of shape `x_dim` (see the module docstring).

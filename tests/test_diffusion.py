@@ -326,3 +326,16 @@ def test_program_structure_and_svi_applies():
     assert {"latents", "normalized", "continuous", "sample", "guide"} <= m.capabilities()
     assert inference.engines_for(m)["SVI"] is None and inference.engines_for(m)["Diffusion"] is None
     assert models.get("ddpm").num_steps == 4  # a small chain for drawings
+
+
+def test_presets_build_their_engines():
+    for name, classes in (("ddpm", None), ("ddpm_conditional", 10)):
+        preset = models.preset(name)
+        assert preset.engine == "diffusion" and preset.data == "digits"
+        m = models.get(name, **{**preset.settings, "x_dim": 64, "num_steps": 10})
+        assert m.num_classes == classes and m.prediction == "v"
+        _, engine = inference.choice.build_engine(preset.engine, m, preset.engine_settings)
+        assert isinstance(engine, Diffusion) and engine.ema_decay == 0.995
+        batch = (torch.rand(8, 64),) if classes is None else (torch.rand(8, 64), torch.randint(10, (8,)))
+        assert math.isfinite(engine.step(batch)["loss"])
+    assert inference.choice.default_engine(models.get("ddpm")) == "svi"  # the true ELBO, when no engine is named
