@@ -8,8 +8,8 @@ quality trade-off on the digits.
    the same work (noise level / time step per datum, the same loss, Adam, and for the DDPM the
    same gradient clipping and EMA update). Repeats are interleaved and medians reported, so that
    load from other processes hits both sides alike.
-2. Sampling (``--fd``): a DDPM trained on the 8x8 digits (``--load`` a state dict saved by
-   ``--save``, or trained here for ``--epochs``), 1,000 samples by ancestral sampling (1000
+2. Sampling (``--fd``): the `pgm train ddpm` preset's DDPM on the 8x8 digits (``--load`` a
+   state dict with the averaged weights saved by ``--save``, or trained here for ``--epochs``), 1,000 samples by ancestral sampling (1000
    steps) and DDIM with 50, 20 and 10 steps: the sampling time and the Frechet distance to the
    test digits on the penultimate features of a small MLP classifier trained here on the
    digits (the project's metrics module, when it lands, replaces this helper). A table, and a
@@ -30,6 +30,7 @@ import time
 
 import torch
 
+import models
 import pgm.data
 from inference.diffusion import Diffusion
 from inference.fit import fit
@@ -53,10 +54,11 @@ def hand_dsm(ncsn: NCSN, lr: float):
         noisy = x + sigma[:, None] * z
         score = net(noisy, 1000.0 * (sigma.log() - low) / (high - low)) / sigma[:, None]
         loss = 0.5 * (sigma[:, None] * score + z).pow(2).sum(1).mean()
+        value = float(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return value
 
     return step
 
@@ -87,7 +89,7 @@ def hand_ddpm(ddpm: DDPM, lr: float, ema_decay: float, clip: float):
             for e, p in zip(ema, params):
                 e.lerp_(p, 1 - d)
         count[0] += 1
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -161,12 +163,13 @@ def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
 def sampling(args) -> None:
     data = pgm.data.load("digits", seed=0)
     torch.manual_seed(0)
-    ddpm = DDPM(x_dim=64, num_steps=1000, schedule="cosine", shift=0.5, scale=0.5, clip=(0.0, 1.0), hidden_dim=256, num_layers=3)
+    preset = models.preset("ddpm")  # the `pgm train ddpm` settings
+    ddpm = models.get("ddpm", **{**preset.settings, "x_dim": 64})
     if args.load:
         ddpm.load_state_dict(torch.load(args.load))
     else:
-        engine = Diffusion(ddpm, lr=1e-3, ema_decay=0.995)
-        fit(engine, data.train, epochs=args.epochs, batch_size=128, seed=0, progress=True)
+        engine = Diffusion(ddpm, lr=preset.lr, **preset.engine_settings)
+        fit(engine, data.train, epochs=args.epochs, batch_size=preset.batch_size, seed=0, progress=True)
         ddpm.load_state_dict(engine.ema_state_dict())
         if args.save:
             torch.save(ddpm.state_dict(), args.save)
