@@ -341,6 +341,12 @@ class DDPM(Model):
                 beta = self.betas[t]
                 x_t = pyro.sample(f"x_{t}", dist.Normal((1 - beta).sqrt() * x_t, beta.sqrt()).to_event(k))
 
+    def chain_sites(self) -> list[str]:
+        """The reverse chain's sites in program order, ``x_T, ..., x_1, x``: a Markov chain of
+        identically shaped Gaussian steps, which a drawing may collapse to
+        x_T -> ... -> x_t -> ... -> x_1 -> x."""
+        return [f"x_{t}" for t in range(self.num_steps, 0, -1)] + ["x"]
+
     def validate_data(self, *args, chunk_size: int = 4096, **kwargs) -> None:
         """Cheap checks (the whole chain is not traced): finite data of the right shape, labels in range."""
         if not args or not torch.is_tensor(args[0]):
