@@ -173,17 +173,23 @@ def sampling(args) -> None:
         ddpm.load_state_dict(engine.ema_state_dict())
         if args.save:
             torch.save(ddpm.state_dict(), args.save)
-    features, _ = digit_features(data.train, data.train_labels)
+    try:  # the project's classifier (inference.metrics), when present
+        from inference.metrics import features as project_features, frechet_distance
+
+        features, fd, which = (lambda x: project_features(x)[0]), frechet_distance, "the project classifier (inference.metrics)"
+    except ImportError:
+        features, _ = digit_features(data.train, data.train_labels)
+        fd, which = frechet, "a small MLP classifier trained here"
     test = torch.cat([data.test, data.valid])
-    reference = frechet(features(data.train[: len(test)]), features(test))
+    reference = fd(features(data.train[: len(test)]), features(test))
     rows = []
     for steps in (None, 50, 20, 10):
         torch.manual_seed(1)
         start = time.perf_counter()
         x = ddpm.sample(args.num, steps=steps, progress=False)
         seconds = time.perf_counter() - start
-        rows.append(("ancestral (1000)" if steps is None else f"DDIM {steps}", seconds, frechet(features(x), features(test))))
-    print(f"Frechet distance to the {len(test)} held-out digits (classifier features), {args.num} samples each; "
+        rows.append(("ancestral (1000)" if steps is None else f"DDIM {steps}", seconds, fd(features(x), features(test))))
+    print(f"Frechet distance to the {len(test)} held-out digits (features of {which}), {args.num} samples each; "
           f"training digits themselves: {reference:.2f}")
     print(f"{'sampler':<18}{'seconds':>10}{'FD':>10}")
     for name, seconds, fd in rows:
