@@ -136,8 +136,8 @@ class Diffusion(Engine):
             return
         n = self.ema_updates
         decay = min(self.ema_decay, (1 + n) / (10 + n))
-        for name, p in self._named_params():
-            self.ema[name].lerp_(p.detach(), 1.0 - decay)
+        names, params = zip(*self._named_params())
+        torch._foreach_lerp_([self.ema[k] for k in names], [p.detach() for p in params], 1.0 - decay)  # one fused pass
         self.ema_updates += 1
 
     @contextlib.contextmanager
