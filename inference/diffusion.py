@@ -85,6 +85,14 @@ class Diffusion(Engine):
                     f"terms, as models.DDPM has), and {type(model).__name__} is not one")
         return None
 
+    def validate(self, data) -> None:
+        """Reject bad data before training; a conditional model must be given labels, (x, y)."""
+        args = as_args(data)
+        if getattr(self.model, "num_classes", None) is not None and len(args) < 2:
+            raise ValueError(f"data: {type(self.model).__name__} is conditional (num_classes={self.model.num_classes}): "
+                             "train it on (x, y) batches with the labels y")
+        super().validate(data)
+
     def _named_params(self):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 

@@ -317,6 +317,8 @@ def test_engine_and_model_errors():
         c.sample(3, label=7)
     with pytest.raises(ValueError, match="shape"):
         Diffusion(c).validate((torch.zeros(4, 3), torch.zeros(4)))
+    with pytest.raises(ValueError, match="conditional"):
+        Diffusion(c).validate(torch.zeros(4, 2))
 
 
 def test_program_structure_and_svi_applies():
