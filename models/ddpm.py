@@ -441,6 +441,11 @@ class DDPM(Model):
         - `label`: an int (all samples) or n labels, for a conditional model (None:
           unconditional); `guidance` w: classifier-free guidance (1 + w) eps(x, c) - w eps(x).
         - `progress`: a progress bar (None: when there are 100 steps or more).
+
+        DDIM's first jump uses x0_hat at t = T, where alpha_bar_T is tiny (2.4e-9 for the cosine
+        schedule at T = 1000): from a noise prediction, x0_hat = (x_T - sqrt(1 - alpha_bar_T)
+        eps) / sqrt(alpha_bar_T) multiplies the network's error by 1 / sqrt(alpha_bar_T). Use
+        ``prediction="v"`` (no division) or a `clip` range for DDIM with few steps.
         - `x_T`: the starting noise (default N(0, I) draws).
         """
         _positive_int("n", n)
