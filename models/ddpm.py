@@ -227,6 +227,8 @@ class DDPM(Model):
         buffers = {
             "betas": beta,
             "alphas_bar": alpha_bar,
+            "sqrt_alphas_bar": alpha_bar.sqrt(),
+            "sqrt_one_minus_alphas_bar": (1 - alpha_bar).sqrt(),
             "alphas_bar_prev": prev,
             "posterior_variance": post_var,
             "sigmas": sigma2.sqrt(),
@@ -260,8 +262,7 @@ class DDPM(Model):
 
     def to_x0_eps(self, x_t: torch.Tensor, t, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_hat, eps_hat) from the network's output at step t under `prediction`."""
-        ab = self._at("alphas_bar", t, x_t)
-        a, s = ab.sqrt(), (1 - ab).sqrt()
+        a, s = self._at("sqrt_alphas_bar", t, x_t), self._at("sqrt_one_minus_alphas_bar", t, x_t)
         if self.prediction == "eps":
             return (x_t - s * out) / a, out
         if self.prediction == "x0":
@@ -274,14 +275,12 @@ class DDPM(Model):
             return eps
         if self.prediction == "x0":
             return x0
-        ab = self._at("alphas_bar", t, x0)
-        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+        return self._at("sqrt_alphas_bar", t, x0) * eps - self._at("sqrt_one_minus_alphas_bar", t, x0) * x0
 
     def q_sample(self, x0: torch.Tensor, t, eps: torch.Tensor | None = None) -> torch.Tensor:
         """A draw of x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)."""
         eps = torch.randn_like(x0) if eps is None else eps
-        ab = self._at("alphas_bar", t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        return self._at("sqrt_alphas_bar", t, x0) * x0 + self._at("sqrt_one_minus_alphas_bar", t, x0) * eps
 
     def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
         """The mean of q(x_{t-1} | x_t, x_0)."""

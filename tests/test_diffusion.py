@@ -240,8 +240,7 @@ def test_guidance_zero_is_conditional_sampling_and_larger_w_is_more_confident():
     y = torch.full((50,), 2)
     for t in range(100, 0, -1):
         eps = m.net(x, torch.full((50,), float(t), dtype=torch.float64), y)
-        ab = m.alphas_bar[t]
-        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        x0 = (x - m.sqrt_one_minus_alphas_bar[t] * eps) / m.sqrt_alphas_bar[t]
         mean = m.coef_x0[t] * x0 + m.coef_xt[t] * x
         x = mean + m.sigmas[t] * torch.randn_like(x) if t > 1 else mean
     assert torch.equal(guided, x)
