@@ -129,6 +129,9 @@ class Diffusion(Engine):
             def backward():
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+
+            # fresh gradients (as without a closure), so that _apply has no buffers to zero in place
+            self.optimizer.zero_grad(set_to_none=True)
         value = self._apply(loss, self.optimizer, backward=backward)
         with torch.no_grad():
             m = self.model
