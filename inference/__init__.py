@@ -32,6 +32,7 @@ ENGINE_MODULES = (
     "nce",
     "maximum_likelihood",
     "objective",
+    "adversarial",
     "diffusion",
 )
 
@@ -51,13 +52,14 @@ _EXPORTS = {
     "FlowContrastive": "nce",
     "MaximumLikelihood": "maximum_likelihood",
     "Objective": "objective",
+    "Adversarial": "adversarial",
     "Diffusion": "diffusion",
     "Sampler": "sampler",
     "Posterior": "posterior",
     "History": "history",
 }
 
-__all__ = sorted([*_EXPORTS, "ENGINES", "engines_for", "evaluate", "load_engines", "fit", "resolve_device"])
+__all__ = sorted([*_EXPORTS, "ENGINES", "engines_for", "evaluate", "metrics", "load_engines", "fit", "resolve_device"])
 
 
 def load_engines() -> dict:
@@ -85,7 +87,8 @@ def engines_for(model) -> dict:
 def __getattr__(name: str):
     if name == "ENGINES":
         return load_engines()
-    if name in ("evaluate", "checkpoint", "distributed", "partition", "engine", "sampler", "posterior", "history"):
+    if name in ("evaluate", "checkpoint", "distributed", "partition", "engine", "sampler", "posterior", "history",
+                "metrics"):
         return importlib.import_module(f"inference.{name}")
     module = _EXPORTS.get(name)
     if module is None:
