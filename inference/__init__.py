@@ -33,6 +33,7 @@ ENGINE_MODULES = (
     "maximum_likelihood",
     "objective",
     "adversarial",
+    "diffusion",
 )
 
 _EXPORTS = {
@@ -52,6 +53,7 @@ _EXPORTS = {
     "MaximumLikelihood": "maximum_likelihood",
     "Objective": "objective",
     "Adversarial": "adversarial",
+    "Diffusion": "diffusion",
     "Sampler": "sampler",
     "Posterior": "posterior",
     "History": "history",

@@ -241,7 +241,8 @@ class Langevin(Sampler):
       x + sigma_L^2 s(x, sigma_L) (Song & Ermon 2020);
     - `energy_fn`: a callable x -> energies (batch,) replacing the model's energy (e.g. the
       tempered energies of annealed importance sampling); it may be changed between steps;
-    - `x_shape`: the data shape, only for a bare score network.
+    - `x_shape`: the data shape, only for a bare score network;
+    - `progress`: a progress bar (tqdm) over the steps of `run` (over the levels when annealing).
 
     Chains are ``{site: x}`` with the model's observed site name (``model.structure().observed[0]``).
 
@@ -272,6 +273,7 @@ class Langevin(Sampler):
         final_denoise: bool = False,
         energy_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         x_shape=None,
+        progress: bool = False,
     ) -> None:
         model = as_score_model(model, x_shape)
         if not isinstance(model, pgm.Model):
@@ -315,6 +317,7 @@ class Langevin(Sampler):
         self.target_accept = float(target_accept)
         self.adapt_rate = float(adapt_rate)
         self.final_denoise = bool(final_denoise)
+        self.progress = bool(progress)
         self.energy_fn = energy_fn
         self.num_accepted = 0
         self.num_proposed = 0
@@ -386,6 +389,15 @@ class Langevin(Sampler):
         """`num_steps` transitions (default: `num_steps` for ULA/MALA, one pass when annealing)."""
         if num_steps is None:
             num_steps = 1 if self.method == "annealed" else self.num_steps
+        if self.progress and self.method != "annealed":
+            if not isinstance(num_steps, int) or num_steps < 0:
+                raise ValueError(f"num_steps: expected a non-negative int, got {num_steps!r}")
+            from tqdm.auto import tqdm
+
+            with torch.no_grad():
+                for _ in tqdm(range(num_steps), desc=f"Langevin ({self.method})", leave=False):
+                    chains = self.step(chains)
+            return chains
         return super().run(chains, num_steps)
 
     @torch.no_grad()
@@ -455,7 +467,12 @@ class Langevin(Sampler):
         return x
 
     def _annealed(self, x: torch.Tensor) -> torch.Tensor:
-        for sigma, alpha in zip(self.sigmas, self.step_sizes()):
+        levels = zip(self.sigmas, self.step_sizes())
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            levels = tqdm(list(levels), desc="annealed Langevin (levels)", leave=False)
+        for sigma, alpha in levels:
             for _ in range(self.num_steps):
                 x = self._ula(x, alpha, sigma)
         if self.final_denoise:

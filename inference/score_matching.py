@@ -45,7 +45,8 @@ class ScoreMatching(Engine):
     - `method`: ``"exact"``, ``"sliced"`` or ``"denoising"`` (see the module docstring);
     - `sigma`: the noise level of single-level denoising (default 0.1);
     - `sigmas`: a strictly decreasing sequence of noise levels for the multi-level denoising
-      objective (exclusive with `sigma`); `geometric(sigma_max, sigma_min, n)` builds one;
+      objective (exclusive with `sigma`); `geometric(sigma_max, sigma_min, n)` builds one; when
+      neither is given and the model has its own ``sigmas`` (`models.NCSN`), those are used;
     - `num_projections`: random projections per datum (sliced);
     - `variance_reduced`: SSM-VR, the |s|^2 term in closed form (sliced);
     - `optim`, `lr`, further keywords: the optimiser (see `make_optimizer`);
@@ -89,6 +90,9 @@ class ScoreMatching(Engine):
         if method == "denoising":
             if sigma is not None and sigmas is not None:
                 raise ValueError("sigma, sigmas: give one noise level (sigma) or a sequence (sigmas), not both")
+            own = getattr(self.model, "sigmas", None)
+            if sigmas is None and sigma is None and own is not None and not callable(own):
+                sigmas = own  # a noise-conditional model (models.NCSN) states its own levels
             if sigmas is not None:
                 self.sigmas = check_sigmas(sigmas)
             else:
@@ -201,3 +205,9 @@ def geometric(sigma_max: float, sigma_min: float, num_levels: int) -> list[float
         )
     ratio = (sigma_min / sigma_max) ** (1.0 / (num_levels - 1))
     return [sigma_max * ratio**i for i in range(num_levels)]
+
+
+from inference.choice import add_engine_preset  # noqa: E402
+
+#: multi-level denoising score matching at the model's own noise levels (NCSN)
+add_engine_preset("mdsm", "sm", method="denoising")

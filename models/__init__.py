@@ -20,6 +20,8 @@ from models.fvsbn import FVSBN
 from models.nade import NADE
 from models.made import MADE, MixtureMADE
 from models.pixelcnn import PixelCNN
+from models.ddpm import DDPM, ConditionalDDPM
+from models.ncsn import NCSN
 
 __all__ = [
     "available", "get", "entry", "preset", "register", "Preset",
@@ -28,4 +30,5 @@ __all__ = [
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
     "FVSBN", "NADE", "MADE", "MixtureMADE", "PixelCNN", "Autoregressive", "AutoregressiveModel", "MaskEnsemble",
+    "DDPM", "ConditionalDDPM", "NCSN",
 ]

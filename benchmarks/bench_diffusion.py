@@ -1,0 +1,233 @@
+"""Diffusion and score-based models: step speed against hand-written PyTorch, and DDIM's speed /
+quality trade-off on the digits.
+
+1. Step speed (issue 14: at most 1.1x). A multi-level denoising-score-matching step of
+   `models.NCSN` (`inference.ScoreMatching(method="denoising")`) and a simplified-objective step
+   of `models.DDPM` (`inference.Diffusion`, EMA and gradient clipping on) through
+   `inference.fit`, each against a hand-written PyTorch step on a copy of the same network doing
+   the same work (noise level / time step per datum, the same loss, Adam, and for the DDPM the
+   same gradient clipping and EMA update). Repeats are interleaved and medians reported, so that
+   load from other processes hits both sides alike.
+2. Sampling (``--fd``): the `pgm train ddpm` preset's DDPM on the 8x8 digits (``--load`` a
+   state dict with the averaged weights saved by ``--save``, or trained here for ``--epochs``), 1,000 samples by ancestral sampling (1000
+   steps) and DDIM with 50, 20 and 10 steps: the sampling time and the Frechet distance to the
+   test digits on the penultimate features of a small MLP classifier trained here on the
+   digits (the project's metrics module, when it lands, replaces this helper). A table, and a
+   plot with ``--plot PATH``.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py [--steps 100] [--repeat 5]
+    OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --fd --load ddpm_digits.pt --plot fd.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import statistics
+import time
+
+import torch
+
+import models
+import pgm.data
+from inference.diffusion import Diffusion
+from inference.fit import fit
+from inference.score_matching import ScoreMatching
+from models.ddpm import DDPM
+from models.ncsn import NCSN
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. step speed
+# ---------------------------------------------------------------------------------------------
+def hand_dsm(ncsn: NCSN, lr: float):
+    net = copy.deepcopy(ncsn.net)
+    sigmas = torch.tensor(ncsn.sigmas)
+    low, high = math.log(ncsn.sigmas[-1]), math.log(ncsn.sigmas[0])
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def step(x):
+        sigma = sigmas[torch.randint(len(sigmas), (x.shape[0],))]
+        z = torch.randn_like(x)
+        noisy = x + sigma[:, None] * z
+        score = net(noisy, 1000.0 * (sigma.log() - low) / (high - low)) / sigma[:, None]
+        loss = 0.5 * (sigma[:, None] * score + z).pow(2).sum(1).mean()
+        value = float(loss.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return value
+
+    return step
+
+
+def hand_ddpm(ddpm: DDPM, lr: float, ema_decay: float, clip: float):
+    net = copy.deepcopy(ddpm.net)
+    params = list(net.parameters())
+    ema = [p.detach().clone() for p in params]
+    ab = ddpm.alphas_bar.clone()
+    T = ddpm.num_steps
+    opt = torch.optim.Adam(params, lr=lr)
+    count = [0]
+
+    def step(x):
+        x0 = (x - 0.5) / 0.5
+        t = torch.randint(1, T + 1, (x.shape[0],))
+        eps = torch.randn_like(x0)
+        a = ab[t][:, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        loss = (net(xt, t.to(x.dtype)) - eps).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        with torch.no_grad():
+            n = count[0]
+            d = min(ema_decay, (1 + n) / (10 + n))
+            for e, p in zip(ema, params):
+                e.lerp_(p, 1 - d)
+        count[0] += 1
+        return float(loss.detach())
+
+    return step
+
+
+def compare(name: str, hand, engine, data: torch.Tensor, batch_size: int, repeat: int) -> None:
+    batches = data.split(batch_size)
+
+    def time_hand():
+        start = time.perf_counter()
+        for x in batches:
+            hand(x)
+        return (time.perf_counter() - start) / len(batches)
+
+    def time_fit():
+        start = time.perf_counter()
+        fit(engine, data, epochs=1, batch_size=batch_size, progress=False, validate=False, seed=0)
+        return (time.perf_counter() - start) / len(batches)
+
+    time_hand(), time_fit()  # warm-up
+    hands, fits = [], []
+    for _ in range(repeat):
+        hands.append(time_hand())
+        fits.append(time_fit())
+    ratios = [f / h for f, h in zip(fits, hands)]
+    print(f"{name}: hand-written {1e3 * statistics.median(hands):.2f} ms, inference.fit {1e3 * statistics.median(fits):.2f} ms, "
+          f"ratio of medians {statistics.median(fits) / statistics.median(hands):.3f}; per repeat "
+          f"{', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}, min {min(ratios):.3f})")
+
+
+def speed(args) -> None:
+    torch.manual_seed(0)
+    moons = pgm.data.load("moons", n_samples=args.steps * 256, seed=0).train.float()
+    ncsn = NCSN(x_dim=2, hidden_dim=128, num_layers=3)
+    compare("NCSN DSM step (2D, MLP 128x3, batch 256)", hand_dsm(ncsn, 1e-3),
+            ScoreMatching(copy.deepcopy(ncsn), method="denoising", lr=1e-3), moons[: args.steps * 256], 256, args.repeat)
+    digits = pgm.data.load("digits", seed=0).train.float()
+    digits = digits.repeat(math.ceil(args.steps * 128 / len(digits)), 1)[: args.steps * 128]
+    ddpm = DDPM(x_dim=64, num_steps=1000, schedule="cosine", shift=0.5, scale=0.5, hidden_dim=256, num_layers=3)
+    compare("DDPM step (digits, MLP 256x3, batch 128, EMA + clipping)", hand_ddpm(ddpm, 1e-3, 0.999, 1.0),
+            Diffusion(copy.deepcopy(ddpm), lr=1e-3, ema_decay=0.999, grad_clip=1.0), digits, 128, args.repeat)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. DDIM against ancestral sampling
+# ---------------------------------------------------------------------------------------------
+def digit_features(train: torch.Tensor, labels: torch.Tensor):
+    """A small MLP classifier trained on the digits; returns x -> its 64 penultimate features."""
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64), torch.nn.ReLU())
+    head = torch.nn.Linear(64, 10)
+    opt = torch.optim.Adam([*body.parameters(), *head.parameters()], lr=1e-3)
+    for _ in range(300):
+        for i in range(0, len(train), 128):
+            loss = torch.nn.functional.cross_entropy(head(body(train[i:i + 128])), labels[i:i + 128])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return lambda x: body(x).detach().double(), lambda x: head(body(x)).detach()
+
+
+def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = torch.cov(a.T), torch.cov(b.T)
+    # trace of sqrt(s1 s2) from the eigenvalues of sqrt(s1) s2 sqrt(s1)
+    w, v = torch.linalg.eigh(s1)
+    r1 = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
+    m = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
+    return float((mu1 - mu2).pow(2).sum() + s1.trace() + s2.trace() - 2 * m)
+
+
+def sampling(args) -> None:
+    data = pgm.data.load("digits", seed=0)
+    torch.manual_seed(0)
+    preset = models.preset("ddpm")  # the `pgm train ddpm` settings
+    ddpm = models.get("ddpm", **{**preset.settings, "x_dim": 64})
+    if args.load:
+        ddpm.load_state_dict(torch.load(args.load))
+    else:
+        engine = Diffusion(ddpm, lr=preset.lr, **preset.engine_settings)
+        fit(engine, data.train, epochs=args.epochs, batch_size=preset.batch_size, seed=0, progress=True)
+        ddpm.load_state_dict(engine.ema_state_dict())
+        if args.save:
+            torch.save(ddpm.state_dict(), args.save)
+    try:  # the project's classifier (inference.metrics), when present
+        from inference.metrics import features as project_features, frechet_distance
+
+        features, fd, which = (lambda x: project_features(x)[0]), frechet_distance, "the project classifier (inference.metrics)"
+    except ImportError:
+        features, _ = digit_features(data.train, data.train_labels)
+        fd, which = frechet, "a small MLP classifier trained here"
+    test = torch.cat([data.test, data.valid])
+    reference = fd(features(data.train[: len(test)]), features(test))
+    rows = []
+    for steps in (None, 50, 20, 10):
+        torch.manual_seed(1)
+        start = time.perf_counter()
+        x = ddpm.sample(args.num, steps=steps, progress=False)
+        seconds = time.perf_counter() - start
+        rows.append(("ancestral (1000)" if steps is None else f"DDIM {steps}", seconds, fd(features(x), features(test))))
+    print(f"Frechet distance to the {len(test)} held-out digits (features of {which}), {args.num} samples each; "
+          f"training digits themselves: {reference:.2f}")
+    print(f"{'sampler':<18}{'seconds':>10}{'FD':>10}")
+    for name, seconds, fd in rows:
+        print(f"{name:<18}{seconds:>10.1f}{fd:>10.2f}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax.plot([r[1] for r in rows], [r[2] for r in rows], "o")
+        for name, seconds, fd in rows:
+            ax.annotate(name, (seconds, fd), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.axhline(reference, color="grey", ls="--", lw=1, label="training digits")
+        ax.set_xscale("log")
+        ax.set_xlabel("sampling time for %d samples (s)" % args.num)
+        ax.set_ylabel("Frechet distance")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot -> {args.plot}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=100, help="steps per timed repeat (one fit call: its per-call set-up is amortised over them)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--fd", action="store_true", help="the sampling table (part 2) instead of step speed")
+    parser.add_argument("--load", default=None, help="a DDPM state dict (part 2)")
+    parser.add_argument("--save", default=None, help="save the DDPM trained here (part 2)")
+    parser.add_argument("--epochs", type=int, default=250, help="training epochs when not --load (part 2)")
+    parser.add_argument("--num", type=int, default=1000, help="samples per sampler (part 2)")
+    parser.add_argument("--plot", default=None, help="write the FD-vs-time plot here (part 2)")
+    args = parser.parse_args()
+    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} torch threads={torch.get_num_threads()}")
+    sampling(args) if args.fd else speed(args)
+
+
+if __name__ == "__main__":
+    main()
