@@ -203,6 +203,7 @@ class DDPM(Model):
             raise TypeError(f"net: expected an nn.Module (x_t, t, y) -> shape of x, got {type(net).__name__}")
         self.schedule, self.variance, self.prediction = schedule, variance, prediction
         self.num_classes = num_classes
+        self.conditional = num_classes is not None  # trained on (x, labels)
         self.shift, self.scale, self.clip = float(shift), float(scale), clip
         if net is None:
             options = dict(hidden_dim=hidden_dim, num_layers=num_layers) if network == "mlp" else dict(channels=tuple(channels))

@@ -324,7 +324,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             config["engine"] = engine_name
             print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on "
                   f"{config['data'] or 'its own data'} {_shapes(data.train)} -> {out}")
-            history = fit(engine, data.train, epochs=config["epochs"], batch_size=config["batch_size"],
+            train = data.train
+            if getattr(model, "conditional", False):  # p(x | y): the labels are the program's second argument
+                if data.train_labels is None:
+                    raise CommandError(f"--data: {type(model).__name__} is conditional and needs labels; "
+                                       f"{config['data']} has none")
+                train = (data.train, data.train_labels)
+            history = fit(engine, train, epochs=config["epochs"], batch_size=config["batch_size"],
                           device=args.device, seed=config["seed"], checkpoint_dir=out, resume=args.resume,
                           overwrite=args.overwrite, run_config=config, progress=not args.quiet)
         _pictures(model, history, data, out, args.num_samples, engine=None if trains_greedily(model, engine_name)
@@ -341,8 +347,14 @@ def _pictures(model, history, data, out: Path, num_samples: int, engine=None) ->
 
     if len(history):
         history.plot(out / "loss.png")
-    train = data.train[-1] if isinstance(data.train, tuple) else data.train
-    pgm.graph_of(model, data_size=len(train)).draw(out / "graph.png", title=type(model).__name__)
+    train = data.train[0] if isinstance(data.train, tuple) and getattr(model, "conditional", False) else (
+        data.train[-1] if isinstance(data.train, tuple) else data.train)
+    pictured = model
+    if len(model.structure().latent) > 100 and getattr(model, "name", None):
+        import models  # a long chain (a diffusion model's steps): drawn at the registry's drawing sizes
+
+        pictured = models.get(model.name)
+    pgm.graph_of(pictured, data_size=len(train)).draw(out / "graph.png", title=type(model).__name__)
     dim = math.prod(train.shape[1:])
     n = max(num_samples, 1000) if dim == 2 else min(num_samples, 256)
     _write_samples(model, n, out / "samples.png", data=train, engine=engine)
@@ -481,11 +493,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() in (".pt", ".pth"):
         out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(draw(model, args.num, engine=engine, start=start).detach().cpu(), out)
+        torch.save(draw(model, args.num, engine=engine, start=start, **_sample_options(args)).detach().cpu(), out)
     else:
-        out = _write_samples(model, args.num, out, data=start, engine=engine)
+        out = _write_samples(model, args.num, out, data=start, engine=engine, **_sample_options(args))
     print(f"{args.num} samples of {config['model']} -> {out}")
     return 0
+
+
+def _sample_options(args) -> dict:
+    """The sampler options given on the command line (a diffusion model's steps, eta, guidance, label)."""
+    names = ("steps", "eta", "guidance", "label", "spacing")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def _read_images(path: Path, shape) -> "torch.Tensor":
@@ -676,6 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--complete", default=None, metavar="IMAGE_FILE",
                    help="complete these images (.pt tensor or picture) instead of sampling afresh (autoregressive models)")
     p.add_argument("--mask", default="top", help="with --complete: the observed part (top, bottom, left, right, first, last)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (a diffusion model: DDIM with this many steps)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM's eta (0: deterministic, 1: ancestral)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight w (conditional models)")
+    p.add_argument("--label", type=int, default=None, help="the class to sample (conditional models)")
+    p.add_argument("--spacing", default=None, help="DDIM time-step spacing (trailing, leading, linspace)")
     p.add_argument("-o", "--output", required=True, help=".png/.svg/.pdf picture, or .pt tensor")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_sample)

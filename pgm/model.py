@@ -91,6 +91,9 @@ class Model(nn.Module):
     name: ClassVar[str | None] = None
     #: The approximate posterior program, or None where the model has none of its own.
     guide: Callable | None = None
+    #: True for a model of p(x | y) whose program takes the data set's labels as its second
+    #: argument (`pgm train` then passes ``(data.train, data.train_labels)``).
+    conditional: bool = False
 
     def __init__(self) -> None:
         super().__init__()
