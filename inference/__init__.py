@@ -32,6 +32,7 @@ ENGINE_MODULES = (
     "nce",
     "maximum_likelihood",
     "objective",
+    "reverse_kl",
 )
 
 _EXPORTS = {
@@ -50,6 +51,8 @@ _EXPORTS = {
     "FlowContrastive": "nce",
     "MaximumLikelihood": "maximum_likelihood",
     "Objective": "objective",
+    "ReverseKL": "reverse_kl",
+    "AutoFlow": "svi",
     "Sampler": "sampler",
     "Posterior": "posterior",
     "History": "history",

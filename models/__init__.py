@@ -15,6 +15,7 @@ from models.vae import VAE
 from models.vqvae import VQVAE
 from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
+from models.flows import IAF, MAF, NICE, Flow, Glow, RealNVP, SplineFlow
 
 __all__ = [
     "available", "get", "entry", "preset", "register", "Preset",
@@ -22,4 +23,5 @@ __all__ = [
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
+    "Flow", "NICE", "RealNVP", "MAF", "IAF", "Glow", "SplineFlow",
 ]

@@ -430,8 +430,8 @@ def _autoregressive(dim: int, hidden: list[int], context_dim: int | None) -> nn.
 
 
 @register("maf", x_dim=2, num_layers=2, hidden_dims=(16,),
-          train=dict(settings={"num_layers": 5, "hidden_dims": (128, 128)}, engine="mle", data="8gaussians",
-                     data_settings={"n_samples": 20000}, epochs=30, batch_size=256, lr=2e-3))
+          train=dict(settings={"num_layers": 5, "hidden_dims": (512,), "levels": 17}, engine="mle", data="digits",
+                     epochs=150, batch_size=128, lr=1e-3))
 class MAF(_VectorFlow):
     """Masked autoregressive flow (Papamakarios et al. 2017): Pyro's affine autoregressive
     layers (MADE conditioners, a fresh variable order each) used inverted, so the density is one
@@ -451,7 +451,7 @@ class MAF(_VectorFlow):
 
 
 @register("iaf", x_dim=2, num_layers=2, hidden_dims=(16,),
-          train=dict(settings={"num_layers": 5, "hidden_dims": (128, 128)}, engine="mle", data="moons",
+          train=dict(settings={"num_layers": 5, "hidden_dims": (128, 128)}, engine="mle", data="8gaussians",
                      data_settings={"n_samples": 20000}, epochs=20, batch_size=256, lr=2e-3))
 class IAF(_VectorFlow):
     """Inverse autoregressive flow (Kingma et al. 2016): Pyro's affine autoregressive layers
@@ -476,7 +476,7 @@ class IAF(_VectorFlow):
 
 
 @register("spline", x_dim=2, num_layers=2, hidden_dims=(16,),
-          train=dict(settings={"num_layers": 4, "hidden_dims": (64, 64)}, engine="mle", data="checkerboard",
+          train=dict(settings={"num_layers": 4, "hidden_dims": (64, 64)}, engine="mle", data="pinwheel",
                      data_settings={"n_samples": 20000}, epochs=25, batch_size=256, lr=2e-3))
 class SplineFlow(_VectorFlow):
     """Neural spline flow, coupling form (Durkan et al. 2019): rational-quadratic spline couplings
