@@ -271,6 +271,48 @@ class Flow(Model):
         self.train(was)
         return self
 
+    # ------------------------------------------------------------------ structure for drawing
+    def jacobian_pattern(self, x: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                         num_points: int = 3) -> torch.Tensor:
+        """(D, D) bool: entry [i, j] is True when base unit u_i = f^{-1}(x)_i depends on data unit
+        x_j (j != i), from autograd Jacobians at `num_points` data (random ones by default), for
+        the unit-level graph x_j -> x_i: the complete DAG of the order for autoregressive layers,
+        the two-block pattern for one coupling layer, dense for a deep stack."""
+        if x is None:
+            x = self.sample(num_points, context) if self.context_dim is None else self.sample(num_points, context)
+        x = self._data(x).reshape(-1, *self.x_shape)
+        if self.context_dim is not None:
+            context = self._context(context, x.shape[:1])
+        t = self.transform(context)
+        if self.levels is not None:  # the pattern of the flow, not of the elementwise logit
+            x = x.clamp(1e-3, 1 - 1e-3)
+        pattern = torch.zeros(self.dim, self.dim, dtype=torch.bool, device=self.device)
+        for i in range(x.shape[0]):
+            c = None if context is None else context[i: i + 1]
+            t = self.transform(c)
+
+            def inverse(flat):
+                return t.inv(flat.reshape(1, *self.x_shape)).reshape(-1)
+
+            jac = torch.autograd.functional.jacobian(inverse, x[i].reshape(-1).detach().clone())
+            pattern |= jac.abs() > 1e-12
+        pattern.fill_diagonal_(False)
+        return pattern
+
+    def latent_model(self, batch_size: int = 2) -> Model:
+        """The flow as the latent-variable model it describes, for drawing: z ~ N(0, I) -> x, x a
+        deterministic invertible function of z (``pgm.graph_of(flow.latent_model())``)."""
+        flow = self
+
+        def program(n: torch.Tensor):
+            with pyro.plate("data", int(n.shape[0])):
+                z = pyro.sample("z", flow.base_dist())
+                return pyro.deterministic("x", flow.transform(None if flow.context_dim is None else
+                                                               torch.zeros(z.shape[0], flow.context_dim, dtype=z.dtype, device=z.device))(z),
+                                          event_dim=flow.event_dim)
+
+        return Model.from_program(program, example_args=(torch.zeros(batch_size),))
+
     def extra_repr(self) -> str:
         parts = [f"x_shape={self.x_shape}"]
         if self.context_dim is not None:

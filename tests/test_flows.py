@@ -283,3 +283,24 @@ def test_checkerboard_nll_reaches_the_entropy():
     with torch.no_grad():
         nll = float(-flow.log_prob(data.test).mean())
     assert nll - math.log(8) < 0.1, nll
+
+
+def test_jacobian_pattern_is_the_order_dag_or_the_coupling_blocks():
+    torch.manual_seed(0)
+    maf = MAF(x_dim=4, num_layers=1, hidden_dims=(16,), normalize=False)
+    order = maf.layers[0].inner.arn.permutation.tolist()
+    position = {unit: k for k, unit in enumerate(order)}
+    expected = torch.tensor([[position[j] < position[i] for j in range(4)] for i in range(4)])
+    assert torch.equal(maf.jacobian_pattern(), expected)  # the complete DAG of the MADE order
+    coupling = RealNVP(x_dim=4, num_layers=1, hidden_dims=(8,))
+    blocks = torch.zeros(4, 4, dtype=torch.bool)
+    blocks[2:, :2] = True  # the second half depends on the first, and nothing else
+    assert torch.equal(coupling.jacobian_pattern(), blocks)
+
+
+def test_flow_drawn_as_its_latent_variable_model():
+    import pgm
+
+    g = pgm.graph_of(RealNVP(x_dim=2, num_layers=1, hidden_dims=(4,)).latent_model())
+    assert g.directed_edges == [("z", "x")]
+    assert g.nodes["x"]["kind"] == "deterministic" and g.nodes["z"]["kind"] == "latent"
