@@ -100,5 +100,36 @@ def build_engine(name: str | None, model, settings: dict[str, Any] | None = None
     if reason is not None:
         working = [n for n, r in engine_names_for(model).items() if r is None]
         raise EngineError(f"--engine {name}: it cannot train {type(model).__name__}: {reason}. "
-                          f"Engines that would: {', '.join(working) if working else 'none'}")
+                          f"Engines that would work: {', '.join(working) if working else 'none'}")
     return name, engines[registered](model, **{**preset, **(settings or {})})
+
+
+def default_eval_method(model) -> tuple[str, str]:
+    """`(method, why)`: how `pgm eval` scores a model's test log-likelihood by default: exact
+    where the density is known (a latent-free or enumerable program, a closed form), AIS for
+    energy models whose log Z is unknown, else the IWAE bound through the model's guide.
+
+    >>> import models
+    >>> default_eval_method(models.get("vae"))[0], default_eval_method(models.get("rbm"))[0]
+    ('iwae', 'ais')
+    """
+    capabilities = model.capabilities()
+    if "log_prob" in capabilities:
+        return "exact", "the model's log density is exact"
+    if "energy" in capabilities and "normalized" not in capabilities:
+        from inference.partition import MAX_BITS, _is_rbm
+
+        if callable(getattr(model, "log_partition", None)):
+            return "exact", "its log Z has a closed form"
+        if _is_rbm(model) and min(model.h_dim, model.v_dim) <= min(MAX_BITS, 16):
+            return "exact", "its log Z sums exactly over the smaller layer's states"
+        return "ais", "its energy's log Z is unknown: annealed importance sampling estimates it"
+    if "latents" in capabilities:
+        return "iwae", "it has latents: the importance-weighted bound through its guide"
+    raise ValueError(f"{type(model).__name__}: no evaluation method applies (no log density, energy or latents)")
+
+
+def trains_greedily(model, engine: str | None) -> bool:
+    """Whether `pgm train` trains `model` greedily, layer by layer (a deep belief net's
+    `pretrain`), rather than through one engine: when it can and no other engine is named."""
+    return callable(getattr(model, "pretrain", None)) and engine in (None, "cd", "pcd")

@@ -263,6 +263,10 @@ class ContrastiveDivergence(Engine):
         return d * F.logsigmoid(e_flip - e)
 
     # ------------------------------------------------------------------ state
+    def signature(self) -> dict[str, Any]:
+        mode = "persistent" if self.persistent else ("buffer" if self.buffer_size else "cd")
+        return {"chains": mode, "sampler": type(self.sampler).__name__}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),

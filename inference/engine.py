@@ -147,6 +147,11 @@ class Engine:
             move_optimizer_state(self.optimizer, device, dtype)
         return self
 
+    def signature(self) -> dict[str, Any]:
+        """Settings that make this engine another training scheme, not just another speed (CD
+        against persistent CD): a resumed run must keep them (`inference.rundir`)."""
+        return {}
+
     def posterior(self, num_samples: int = 1000, *args, **kwargs):
         """Samples of the latent sites (`inference.Posterior`), for engines that infer latents."""
         raise NotImplementedError(f"{type(self).__name__} does not infer latents")

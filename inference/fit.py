@@ -20,6 +20,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import math
 import os
 import warnings
@@ -35,14 +38,15 @@ from inference import distributed
 from inference.checkpoint import (
     CHECKPOINT_NAME,
     HISTORY_NAME,
+    CheckpointError,
     get_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
+    load_latest,
     save_checkpoint,
     set_rng_state,
 )
 from inference.engine import Engine, NonFiniteLossError
 from inference.history import History
+from inference.rundir import RunDirectory
 
 __all__ = ["fit", "resolve_device"]
 
@@ -81,6 +85,8 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    run_config: dict[str, Any] | None = None,
     progress: bool = True,
     callbacks: Callable | Iterable[Callable] = (),
     validate: bool = True,
@@ -96,15 +102,24 @@ def fit(
       rows a step (per process when distributed); ``batch_size=None`` feeds all the data (in
       its own order) every step. `max_steps` stops after that many steps in all.
     - `validate`: reject bad data (`engine.validate`: NaN, shapes, support) before any step.
-    - `seed` seeds torch, numpy, Python and so Pyro (`pyro.set_rng_seed`) at the start.
-    - `checkpoint_dir`: a checkpoint (model, engine and optimiser state, counters, history,
-      RNG states) is written there atomically every `checkpoint_every` steps (default: at the
-      end of each epoch) and when training ends, with the history as JSON beside it.
-      ``resume=True`` continues from it exactly (same parameters as an uninterrupted run); the
-      data order then follows the checkpoint's seed.
+    - `seed` (an integer in [0, 2**32)) seeds torch, numpy, Python and so Pyro
+      (`pyro.set_rng_seed`) at the start, which fixes the data order and every random draw of
+      training. It does not cover the model's initialisation, which happened when the model
+      was built: seed before building it (`pyro.set_rng_seed(seed)`, as `pgm train --seed`
+      does) for a run that is reproducible bit for bit.
+    - `checkpoint_dir`: a run directory (`inference.rundir`): fit holds its lock while it
+      trains, writes ``config.json`` (`run_config` plus fit's own settings) once every check
+      has passed, and a checksummed checkpoint (model, engine and optimiser state, counters,
+      history, RNG states) atomically every `checkpoint_every` steps (default: at the end of
+      each epoch) and when training ends, keeping the previous one, with the history as JSON
+      beside it. A folder that holds a checkpoint is continued only with ``resume=True`` and
+      replaced only with ``overwrite=True``. ``resume=True`` continues exactly (same parameters
+      as an uninterrupted run; the data order follows the checkpoint's seed); a changed
+      learning rate, epochs, batch size or checkpoint frequency takes effect and is recorded,
+      while another model, engine kind or data set is refused with the differences listed.
     - A non-finite loss raises `NonFiniteLossError` naming the step and the last good
-      checkpoint; nothing is written after it, and the model and engine are left at (or
-      restored to) their last good values.
+      checkpoint; nothing is written after it, and the model and engine are restored to their
+      last good state (that of the last checkpoint, or of the start of the epoch without one).
     - `callbacks`: each is called after every step with a namespace (``step``, ``epoch``,
       ``batch``, ``metrics``, ``engine``, ``history``); returning ``"stop"`` ends training
       (with a checkpoint).
@@ -114,13 +129,29 @@ def fit(
       averaged, and only rank 0 writes checkpoints and shows progress. Every rank must build
       the same engine.
     """
-    _check_arguments(epochs, batch_size, checkpoint_every, max_steps, resume, checkpoint_dir)
-    callbacks = (callbacks,) if callable(callbacks) else tuple(callbacks)
+    _check_arguments(engine, epochs, batch_size, checkpoint_every, max_steps, resume, overwrite, checkpoint_dir, seed,
+                     run_config)
+    callbacks = _check_callbacks(callbacks)
     args, single = _as_data(data)
     device = resolve_device(device)
     device = distributed.setup(device)
     is_main = distributed.rank() == 0
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    run = RunDirectory(checkpoint_dir) if checkpoint_dir is not None else None
+    holding = run.lock() if run is not None and is_main else contextlib.nullcontext()
+    with holding:
+        return _fit(engine, args, single, device, is_main, run, epochs=epochs, batch_size=batch_size, seed=seed,
+                    checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, run_config=run_config,
+                    progress=progress, callbacks=callbacks, validate=validate, max_steps=max_steps)
+
+
+def _fit(engine, args, single, device, is_main, run, *, epochs, batch_size, seed, checkpoint_every, resume, overwrite,
+         run_config, progress, callbacks, validate, max_steps) -> History:
+    config = None
+    if run is not None:  # every check first; nothing is written before they pass
+        fingerprint = _fingerprint(engine, args)
+        config = run.begin({**(run_config or {}), "fit": {
+            **fingerprint, "lr": _configured_lr(engine), "epochs": epochs, "batch_size": batch_size,
+            "checkpoint_every": checkpoint_every, "max_steps": max_steps}}, resume=resume, overwrite=overwrite)
 
     engine.to(device)
     dtype = getattr(engine.model, "dtype", torch.get_default_dtype())
@@ -134,26 +165,102 @@ def fit(
         finally:
             set_rng_state(state)
 
+    checkpoint, found = None, None
+    if run is not None and resume:
+        loaded = load_latest(run.path)
+        if loaded is None:
+            warnings.warn(f"resume=True but {run.path} holds no checkpoint ({CHECKPOINT_NAME}): starting afresh")
+        else:
+            checkpoint, found = loaded
+            if checkpoint.get("engine_name", engine.name) != engine.name:
+                raise ValueError(
+                    f"resume: {found} was written by engine {checkpoint['engine_name']!r}, not {engine.name!r}"
+                )
+            _rescale_learning_rates(checkpoint, config)
     if seed is not None:
         pyro.set_rng_seed(seed)
-    found = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume and found is None:
-        warnings.warn(f"resume=True but {checkpoint_dir} holds no checkpoint ({CHECKPOINT_NAME}): starting afresh")
-    elif found is not None and not resume and is_main:
-        warnings.warn(f"{found} exists and resume=False: training starts afresh and will overwrite it")
-    checkpoint = load_checkpoint(found) if resume and found is not None else None
-    if checkpoint is not None and checkpoint.get("engine_name", engine.name) != engine.name:
-        raise ValueError(
-            f"resume: {found} was written by engine {checkpoint['engine_name']!r}, not {engine.name!r}"
-        )
+    if run is not None and is_main:
+        run.commit(config, overwrite=overwrite and not resume)
 
     if not engine.iterative:
-        return _run_once(engine, whole, epochs, batch_size, max_steps, progress and is_main, checkpoint_dir, checkpoint)
+        return _run_once(engine, whole, epochs, batch_size, max_steps, progress and is_main, run, checkpoint)
 
-    loop = _Loop(engine, args, single, device, batch_size, epochs, max_steps, checkpoint_dir, checkpoint_every,
-                 callbacks, progress and is_main, seed)
+    loop = _Loop(engine, args, single, device, batch_size, epochs, max_steps, run.path if run else None,
+                 checkpoint_every, callbacks, progress and is_main, seed)
     loop.start(checkpoint, found)
     return loop.run()
+
+
+def _fingerprint(engine: Engine, args: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    """What a resumed run must share with the saved one: the model (class and parameter
+    shapes), the engine (kind and the layout of its state: persistent chains or not) and the
+    data (shapes, dtypes and a SHA-256 digest of the values)."""
+    digest = hashlib.sha256()
+    for a in args:
+        digest.update(a.detach().cpu().contiguous().numpy().tobytes() if a.dtype != torch.bfloat16
+                      else a.detach().float().cpu().numpy().tobytes())
+    model = engine.model
+    return {
+        "model": type(model).__name__,
+        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "engine": engine.name,
+        "engine_class": type(engine).__name__,
+        "engine_state": sorted(engine.state_dict()),
+        "engine_kind": _normal_json(engine.signature()),
+        "data": {"shapes": [list(a.shape) for a in args], "dtypes": [str(a.dtype) for a in args],
+                 "sha256": digest.hexdigest()},
+    }
+
+
+def _normal_json(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _optimizers(engine: Engine) -> list[torch.optim.Optimizer]:
+    return [v for v in vars(engine).values() if isinstance(v, torch.optim.Optimizer)]
+
+
+def _configured_lr(engine: Engine) -> float | None:
+    """The learning rate the engine was built with (`engine.lr`, else its first optimiser's)."""
+    lr = getattr(engine, "lr", None)
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        return float(lr)
+    for optimizer in _optimizers(engine):
+        return float(optimizer.param_groups[0]["lr"])
+    return None
+
+
+def _rescale_learning_rates(checkpoint: dict, config: dict | None) -> None:
+    """A resumed run with another learning rate: scale every learning rate in the saved
+    optimiser and scheduler states by new / old, so the new rate takes effect (loading an
+    optimiser's state would otherwise bring the old rate back)."""
+    if config is None:
+        return
+    changes = (config.get("resumed") or [{}])[-1].get("fit.lr")
+    if not changes or None in changes or not changes[0]:
+        return
+    ratio = changes[1] / changes[0]
+
+    def visit(obj):
+        if isinstance(obj, dict):
+            if "param_groups" in obj and isinstance(obj["param_groups"], list):
+                for group in obj["param_groups"]:
+                    for key in ("lr", "initial_lr"):
+                        if isinstance(group.get(key), (int, float)):
+                            group[key] = group[key] * ratio
+            if "base_lrs" in obj and isinstance(obj["base_lrs"], list):
+                obj["base_lrs"] = [lr * ratio for lr in obj["base_lrs"]]
+            if "_last_lr" in obj and isinstance(obj["_last_lr"], list):
+                obj["_last_lr"] = [lr * ratio for lr in obj["_last_lr"]]
+            for value in obj.values():
+                visit(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                visit(value)
+
+    visit(checkpoint.get("engine"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,6 +286,7 @@ class _Loop:
         self.step = self.epoch = self.batch = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk written by this run
         self.rng_state = None
+        self.good: dict | None = None  # the last good state in memory (that of the last checkpoint)
 
     # ------------------------------------------------------------------ start or resume
     def start(self, checkpoint: dict | None, path: Path | None) -> None:
@@ -193,6 +301,7 @@ class _Loop:
         else:
             self.data_seed = self.seed if self.seed is not None else _draw_seed()
         if checkpoint is None:
+            self._remember()
             return
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"resume: {path} has checkpoint format {checkpoint.get('format')}, expected {CHECKPOINT_FORMAT}")
@@ -211,6 +320,7 @@ class _Loop:
         self.data_seed = checkpoint["data_seed"]
         self.saved_step = self.step
         self.rng_state = checkpoint["rng_state"]  # restored right before the first step
+        self._remember()
 
     def _load(self, checkpoint: dict) -> None:
         self.engine.model.load_state_dict(checkpoint["model"])
@@ -304,8 +414,18 @@ class _Loop:
     def path(self) -> Path | None:
         return self.dir / CHECKPOINT_NAME if self.dir is not None else None
 
+    def _remember(self) -> None:
+        """Keep the current model and engine state in memory: the state a non-finite loss
+        restores (the same as the checkpoint on disk, or the last epoch's without one)."""
+        self.good = copy.deepcopy({"model": self.engine.model.state_dict(), "engine": self.engine.state_dict(),
+                                   "step": self.step})
+
     def _save(self) -> None:
-        if self.dir is None or not self.is_main or self.saved_step == self.step:
+        if self.saved_step == self.step:
+            return
+        self._remember()
+        if self.dir is None or not self.is_main:
+            self.saved_step = self.step
             return
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -322,29 +442,39 @@ class _Loop:
             "history": self.history.to_dict(),
             "rng_state": get_rng_state(),
         }
-        save_checkpoint(self.path, state)
-        self.history.save(self.dir / HISTORY_NAME)
+        _write(self.dir, state, self.history, self.step, self.saved_step)
         self.saved_step = self.step
 
     def _fail(self, error: NonFiniteLossError):
         where = f"step {self.step + 1} (epoch {self.epoch}, batch {self.batch})"
-        restored = ""
-        if not _finite(self.engine):
-            found = latest_checkpoint(self.dir) if self.dir is not None else None
-            if found is not None:
-                checkpoint = load_checkpoint(found)
-                self._load(checkpoint)
-                restored = f" The model and engine were restored from it (step {checkpoint['step']})."
-            else:
-                restored = " The parameters are no longer finite and there is no checkpoint to restore them from."
-        found = latest_checkpoint(self.dir) if self.dir is not None else None
-        if found is not None:
-            kept = f"The last good checkpoint is {found}; nothing was written after it.{restored}"
+        good_step = self.good["step"] if self.good is not None else None
+        if self.good is not None:
+            self.engine.model.load_state_dict(self.good["model"])
+            self.engine.load_state_dict(copy.deepcopy(self.good["engine"]))
+            self.engine.to(self.device)
+        restored = f" The model and engine were restored to their last good state (step {good_step})."
+        found = self.dir / CHECKPOINT_NAME if self.dir is not None and self.saved_step is not None else None
+        if found is not None and found.is_file():
+            kept = f"The last good checkpoint is {found} (step {self.saved_step}); nothing was written after it."
         else:
-            kept = f"No checkpoint was written (checkpoint_dir={str(self.dir) if self.dir else None}).{restored}"
+            kept = f"No checkpoint was written (checkpoint_dir={str(self.dir) if self.dir else None})."
         raise NonFiniteLossError(
-            f"training stopped: non-finite loss at {where}: {error}. {kept} Lower the learning rate or check "
-            "the data and the model, then continue with resume=True."
+            f"training stopped: non-finite loss at {where}: {error}. {kept}{restored} Lower the learning rate "
+            "or check the data and the model, then continue with resume=True (--resume --lr ...)."
+        ) from error
+
+
+def _write(folder: Path, state: dict, history: History, step: int, saved_step: int | None) -> None:
+    """Save a checkpoint (keeping the previous one) and the history; a failing write (a full
+    disk) keeps the last good checkpoint and says so."""
+    try:
+        save_checkpoint(folder / CHECKPOINT_NAME, state, keep_previous=True)
+        history.save(folder / HISTORY_NAME)
+    except OSError as error:
+        kept = (f"the last good checkpoint (step {saved_step}) is kept in {folder}" if saved_step is not None
+                else "no checkpoint was written")
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} in {folder} ({error.strerror or error}); {kept}"
         ) from error
 
 
@@ -363,7 +493,7 @@ def _draw_seed() -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _run_once(engine, whole, epochs, batch_size, max_steps, progress, checkpoint_dir, checkpoint) -> History:
+def _run_once(engine, whole, epochs, batch_size, max_steps, progress, run, checkpoint) -> History:
     ignored = [f"{k}={v}" for k, v, default in (("epochs", epochs, 1), ("batch_size", batch_size, None),
                                                  ("max_steps", max_steps, None)) if v != default]
     if ignored:
@@ -376,13 +506,12 @@ def _run_once(engine, whole, epochs, batch_size, max_steps, progress, checkpoint
     history = History()
     history.log_step(1, 0, metrics)
     history.log_epoch(0, 1, metrics)
-    if checkpoint_dir is not None and distributed.rank() == 0:
-        save_checkpoint(checkpoint_dir / CHECKPOINT_NAME, {
+    if run is not None and distributed.rank() == 0:
+        _write(run.path, {
             "format": CHECKPOINT_FORMAT, "engine_name": engine.name, "model": engine.model.state_dict(),
             "engine": engine.state_dict(), "step": 1, "epoch": 1, "batch": 0, "history": history.to_dict(),
             "rng_state": get_rng_state(),
-        })
-        history.save(checkpoint_dir / HISTORY_NAME)
+        }, history, 1, None)
     return history
 
 
@@ -418,7 +547,14 @@ def _as_data(data: Any) -> tuple[tuple[torch.Tensor, ...], bool]:
     return tuple(tensors), single
 
 
-def _check_arguments(epochs, batch_size, checkpoint_every, max_steps, resume, checkpoint_dir) -> None:
+def _check_arguments(engine, epochs, batch_size, checkpoint_every, max_steps, resume, overwrite, checkpoint_dir, seed,
+                     run_config) -> None:
+    if not isinstance(engine, Engine):
+        hint = ""
+        if isinstance(engine, torch.nn.Module) or callable(engine):
+            hint = f" (wrap the model in one, e.g. inference.SVI({type(engine).__name__}(...)) or inference.MaximumLikelihood(...))"
+        raise TypeError(f"engine: expected an inference engine{hint}, got {type(engine).__name__}")
+
     def positive(name, value, allow_none, minimum=1):
         if value is None and allow_none:
             return
@@ -429,5 +565,28 @@ def _check_arguments(epochs, batch_size, checkpoint_every, max_steps, resume, ch
     positive("batch_size", batch_size, True)
     positive("checkpoint_every", checkpoint_every, True)
     positive("max_steps", max_steps, True, 0)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise ValueError(f"seed: expected None or an integer in [0, 2**32), got {seed!r}")
+    for name, flag in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected True or False, got {flag!r}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir: the folder of the checkpoint to continue from")
+    if overwrite and checkpoint_dir is None:
+        raise ValueError("overwrite=True needs checkpoint_dir: the run directory to replace")
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir: expected a folder path, got {type(checkpoint_dir).__name__}")
+    if run_config is not None and not isinstance(run_config, dict):
+        raise TypeError(f"run_config: expected a dict of settings, got {type(run_config).__name__}")
+
+
+def _check_callbacks(callbacks) -> tuple[Callable, ...]:
+    if callable(callbacks):
+        return (callbacks,)
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable):
+        raise TypeError(f"callbacks: expected a callable or an iterable of callables, got {callbacks!r}")
+    callbacks = tuple(callbacks)
+    for i, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"callbacks[{i}]: expected a callable (info -> None or 'stop'), got {callback!r}")
+    return callbacks

@@ -31,7 +31,7 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
-@register("normal_normal")
+@register("normal_normal", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
 class NormalNormal(Model):
     r"""A Normal mean with a conjugate Normal prior: the posterior is known exactly.
 
@@ -68,6 +68,13 @@ class NormalNormal(Model):
     def example_inputs(self, batch_size: int = 2) -> tuple:
         return (torch.zeros(batch_size, dtype=self.dtype, device=self.device),)
 
+    def own_data(self, seed: int = 0):
+        """20 draws of the program (its mean drawn once from the prior) to train, 20 to test."""
+        import pgm.data
+
+        x = self.simulate(40, seed=seed)
+        return pgm.data.own("normal_normal", x[:20], x[20:])
+
     def model(self, x=None):
         mu = pyro.sample("mu", dist.Normal(self.prior_loc, self.prior_scale))
         with pyro.plate("data", x.shape[0] if x is not None else 1):
@@ -92,7 +99,8 @@ class NormalNormal(Model):
         return dist.MultivariateNormal(self.prior_loc.expand(n), covariance_matrix=cov).log_prob(x)
 
 
-@register("logistic_regression", num_features=2)
+@register("logistic_regression", num_features=2,
+          train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
 class BayesianLogisticRegression(Model):
     r"""Logistic regression with Normal priors on the weights and the bias.
 
@@ -116,6 +124,13 @@ class BayesianLogisticRegression(Model):
     def example_inputs(self, batch_size: int = 2) -> tuple:
         X = torch.zeros(batch_size, self.num_features, dtype=self.dtype, device=self.device)
         return (X, torch.zeros(batch_size, dtype=self.dtype, device=self.device))
+
+    def own_data(self, seed: int = 0):
+        """`simulate(500)`: 400 labelled points to train, 100 to test."""
+        import pgm.data
+
+        X, y = self.simulate(500, seed=seed)
+        return pgm.data.own("logistic_regression", (X[:400], y[:400]), (X[400:], y[400:]))
 
     def model(self, X, y=None):
         zeros = self.prior_scale.new_zeros(self.num_features)
@@ -143,7 +158,9 @@ class BayesianLogisticRegression(Model):
         return X.to(self.device, self.dtype), y.to(self.device, self.dtype)
 
 
-@register("gaussian_mixture", num_components=3, dim=2)
+@register("gaussian_mixture", num_components=3, dim=2,
+          train=dict(settings=dict(num_components=8, scale=0.1), engine="svi", engine_settings=dict(elbo="enum"),
+                     data="8gaussians", epochs=20, batch_size=256, lr=0.05))
 class GaussianMixture(Model):
     r"""A finite Gaussian mixture with discrete assignments (summed out by enumeration).
 

@@ -28,7 +28,8 @@ from pgm import Model
 __all__ = ["DBN"]
 
 
-@register("dbn", v_dim=6, hidden_dims=(4, 3))
+@register("dbn", v_dim=6, hidden_dims=(4, 3),
+          train=dict(settings=dict(hidden_dims=(128, 64)), engine="pcd", data="digits", epochs=40, batch_size=64, lr=0.01))
 class DBN(Model):
     """Deep belief net with `v_dim` visible units and hidden layers of sizes `hidden_dims`.
 

@@ -87,7 +87,7 @@ def _to_energy(out: torch.Tensor, batch_dims: int, what: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # EBM: any energy network
 # ---------------------------------------------------------------------------------------------
-@register("ebm", x_dim=2)
+@register("ebm", x_dim=2, train=dict(engine="pcd", data="moons", epochs=30, batch_size=128, lr=1e-3))
 class EBM(Model):
     """A continuous energy-based model p(x) ∝ exp(-E(x)) whose energy E is any network.
 
@@ -170,7 +170,7 @@ class EBM(Model):
 # ---------------------------------------------------------------------------------------------
 # GaussianEBM: the known-answer model
 # ---------------------------------------------------------------------------------------------
-@register("gaussian_ebm", x_dim=2)
+@register("gaussian_ebm", x_dim=2, train=dict(engine="sm", data="moons", epochs=20, batch_size=128, lr=0.01))
 class GaussianEBM(Model):
     """A Gaussian written as an energy: E(x) = 1/2 (x - mu)^T P (x - mu), P = L L^T.
 
@@ -276,7 +276,8 @@ class GaussianEBM(Model):
 # ---------------------------------------------------------------------------------------------
 # ClassifierEBM: a classifier's logits as an energy (JEM)
 # ---------------------------------------------------------------------------------------------
-@register("classifier_ebm", x_dim=2, num_classes=2)
+@register("classifier_ebm", x_dim=2, num_classes=2,
+          train=dict(engine="pcd", data="moons", epochs=30, batch_size=128, lr=1e-3))
 class ClassifierEBM(Model):
     """A classifier read as an energy-based model of the joint (Grathwohl et al. 2019).
 

@@ -204,7 +204,8 @@ class RBM(_IndependentHidden, VisibleHidden):
         return torch.bernoulli(torch.full((n, self.v_dim), 0.5, dtype=self.dtype, device=self.device))
 
 
-@register("gaussian_rbm", v_dim=2, h_dim=8)
+@register("gaussian_rbm", v_dim=2, h_dim=8,
+          train=dict(settings=dict(h_dim=64), engine="pcd", data="moons", epochs=30, batch_size=128, lr=0.01))
 class GaussianRBM(_IndependentHidden, VisibleHidden):
     """Gaussian-Bernoulli RBM: `v_dim` real visible units, `h_dim` binary hidden units.
 

@@ -29,8 +29,15 @@ class _Gaussian3(Model):
     def _normal(self, loc) -> dist.Normal:
         return dist.Normal(loc, torch.ones((), dtype=self.dtype, device=self.device))
 
+    def own_data(self, seed: int = 0):
+        """200 draws of the program (its latents drawn once from their priors); 50 more to test."""
+        import pgm.data
 
-@register("chain")
+        x = self.simulate(250, seed=seed)
+        return pgm.data.own(self.name, x[:200], x[200:])
+
+
+@register("chain", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
 class Chain(_Gaussian3):
     """a -> b -> c: c is observed per datum; a and b are latent, shared by the data."""
 
@@ -41,7 +48,7 @@ class Chain(_Gaussian3):
             return pyro.sample("c", self._normal(b), obs=c)
 
 
-@register("fork")
+@register("fork", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
 class Fork(_Gaussian3):
     """b <- a -> c: a common cause; b and c observed per datum."""
 
@@ -52,7 +59,7 @@ class Fork(_Gaussian3):
             return pyro.sample("c", self._normal(a), obs=c)
 
 
-@register("collider")
+@register("collider", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
 class Collider(_Gaussian3):
     """a -> c <- b: a common effect; c observed."""
 
@@ -64,7 +71,7 @@ class Collider(_Gaussian3):
             return pyro.sample("c", self._normal(a + b), obs=c)
 
 
-@register("burglary")
+@register("burglary", train=dict(data=None, epochs=1, batch_size=None))
 class Burglary(Model):
     """Pearl's alarm network; `calls` is `(N, 2)`: whether John and Mary called.
 
@@ -89,6 +96,13 @@ class Burglary(Model):
     def example_inputs(self, batch_size: int = 2) -> tuple:
         return (torch.zeros(batch_size, 2, dtype=self.dtype, device=self.device),)
 
+    def own_data(self, seed: int = 0):
+        """5,000 mornings of calls drawn from the network (4,000 to train, 1,000 to test)."""
+        import pgm.data
+
+        x = self.simulate(5000, seed=seed)
+        return pgm.data.own("burglary", x[:4000], x[4000:])
+
     def model(self, calls=None):
         n = calls.shape[0] if calls is not None else 1
         with pyro.plate("data", n):
@@ -99,7 +113,7 @@ class Burglary(Model):
             pyro.sample("mary_calls", dist.Bernoulli(self.p_mary[a.long()]), obs=None if calls is None else calls[..., 1])
 
 
-@register("eight_schools")
+@register("eight_schools", train=dict(engine="nuts", data=None, epochs=1, batch_size=None))
 class EightSchools(Model):
     """Hierarchical normal model: mu ~ N(0, 5), tau ~ HalfCauchy(5), theta_j ~ N(mu, tau),
     y_j ~ N(theta_j, sigma_j) for J schools with known standard errors `sigma` (default: the
@@ -112,6 +126,12 @@ class EightSchools(Model):
     def example_inputs(self, batch_size: int | None = None) -> tuple:
         return (torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=self.dtype, device=self.device),)
 
+    def own_data(self, seed: int = 0):
+        """The eight schools' estimated effects (Rubin 1981): one vector, trained and tested on whole."""
+        import pgm.data
+
+        return pgm.data.own("eight_schools", self.example_inputs()[0])
+
     def model(self, y=None):
         mu = pyro.sample("mu", dist.Normal(torch.zeros((), dtype=self.dtype, device=self.device), 5.0))
         tau = pyro.sample("tau", dist.HalfCauchy(torch.full((), 5.0, dtype=self.dtype, device=self.device)))
@@ -120,7 +140,9 @@ class EightSchools(Model):
             return pyro.sample("y", dist.Normal(theta, self.sigma), obs=y)
 
 
-@register("matrix_factorization", num_users=5, num_items=4, rank=2)
+@register("matrix_factorization", num_users=5, num_items=4, rank=2,
+          train=dict(settings=dict(num_users=40, num_items=30), engine="svi", data=None, epochs=2000, batch_size=None,
+                     lr=0.02))
 class MatrixFactorization(Model):
     """Probabilistic matrix factorisation: user factors u_i in plate "users", item factors
     v_j in plate "items", ratings r_ij ~ N(u_i . v_j, noise) in both plates — two plates that
@@ -132,6 +154,12 @@ class MatrixFactorization(Model):
 
     def example_inputs(self, batch_size: int | None = None) -> tuple:
         return (torch.zeros(self.num_users, self.num_items, dtype=self.dtype, device=self.device),)
+
+    def own_data(self, seed: int = 0):
+        """One ratings matrix drawn from the program (factors from their priors)."""
+        import pgm.data
+
+        return pgm.data.own("matrix_factorization", self.simulate(self.num_users, seed=seed))
 
     def model(self, ratings=None):
         zero = torch.zeros(self.rank, dtype=self.dtype, device=self.device)

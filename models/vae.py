@@ -137,7 +137,8 @@ class Likelihood(nn.Module):
         return f"{self.kind!r}, x_shape={self.x_shape}" + (f", scale={self.scale_mode}" if self.scale_mode else "")
 
 
-@register("vae", x_dim=64, z_dim=8, hidden_dims=(128,))
+@register("vae", x_dim=64, z_dim=8, hidden_dims=(128,),
+          train=dict(settings=dict(hidden_dims=(256,)), engine="svi", data="digits", epochs=100, batch_size=128, lr=1e-3))
 class VAE(Model):
     """Variational autoencoder: z ~ prior, x ~ likelihood(decoder(z)); guide q(z|x) from an encoder.
 

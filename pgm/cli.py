@@ -42,11 +42,12 @@ def parse_settings(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def resolve_model(spec: str, settings: dict[str, Any] | None = None):
-    """A model from a registered zoo name or `module:attribute`.
+def resolve_model(spec: str, settings: dict[str, Any] | None = None, import_path: bool = True):
+    """A model from a registered zoo name or `module:attribute` that the user named.
 
     The attribute may be a `pgm.Model` instance, a `pgm.Model` subclass (built with
-    `settings`), or a Pyro program that takes no required arguments.
+    `settings`), or a Pyro program that takes no required arguments. With `import_path`, the
+    current folder is searched for the module too (a user's own file).
     """
     import models
     import pgm
@@ -62,19 +63,26 @@ def resolve_model(spec: str, settings: dict[str, Any] | None = None):
             return models.get(spec, **settings)
         except TypeError as error:
             raise CommandError(f"--set: {spec} does not accept these settings: {error}") from error
+        except ValueError as error:
+            raise CommandError(f"--set: {error}") from error
     module_name, _, attr = spec.partition(":")
-    sys.path.insert(0, str(Path.cwd()))
+    if import_path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise CommandError(f"MODEL: cannot import module {module_name!r}: {error}") from error
     finally:
-        sys.path.pop(0)
+        if import_path:
+            sys.path.pop(0)
     if not hasattr(module, attr):
         raise CommandError(f"MODEL: module {module_name!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
     if isinstance(obj, type) and issubclass(obj, pgm.Model):
-        return obj(**settings)
+        try:
+            return obj(**settings)
+        except (TypeError, ValueError) as error:
+            raise CommandError(f"--set: {spec} does not accept these settings: {error}") from error
     if settings:
         raise CommandError(f"--set: settings apply to registered models and Model classes, not to {spec}")
     if isinstance(obj, pgm.Model) or callable(obj):
@@ -87,9 +95,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     names = models.available()
     width = max(map(len, names), default=0)
+    print(f"{'NAME':<{width}}  {'CLASS':<20} {'ENGINE':<10} {'DATA':<14} DESCRIPTION")
     for name in names:
         cls, defaults, doc = models.entry(name)
-        print(f"{name:<{width}}  {cls.__name__:<20} {doc}")
+        preset = models.preset(name)
+        engine = preset.engine or "(first)"
+        data = preset.data or "(its own)"
+        print(f"{name:<{width}}  {cls.__name__:<20} {engine:<10} {data:<14} {doc}")
     return 0
 
 
@@ -115,65 +127,21 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- training runs
-#: Engine names on the command line: (registered engine, preset options).
-ENGINE_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "svi": ("svi", {}),
-    "iwae": ("svi", {"elbo": "iwae", "num_particles": 5}),
-    "rws": ("rws", {}),
-    "mcmc": ("mcmc", {"kernel": "nuts"}),
-    "nuts": ("mcmc", {"kernel": "nuts"}),
-    "hmc": ("mcmc", {"kernel": "hmc"}),
-    "mle": ("mle", {}),
-    "objective": ("objective", {}),
-    "cd": ("cd", {"k": 1}),
-    "pcd": ("cd", {"k": 1, "persistent": True}),
-    "sm": ("sm", {"method": "exact"}),
-    "sliced-sm": ("sm", {"method": "sliced"}),
-    "dsm": ("sm", {"method": "denoising", "sigma": 0.1}),
-    "nce": ("nce", {}),
-    "fce": ("fce", {}),
-}
-#: The engine `pgm train` uses when none is named: the first that applies to the model (a model
-#: that states its own training objective, like the VQ-VAE, is trained by it).
-ENGINE_PREFERENCE = ("objective", "svi", "mle", "pcd", "sliced-sm", "mcmc")
+RUN_CONFIG = "config.json"
 #: Constructor arguments that take the data's dimension when not set explicitly.
 DATA_DIM_ARGS = ("x_dim", "v_dim")
-RUN_CONFIG = "config.json"
 
 
-def _engine(name: str | None, model, settings: dict[str, Any]):
-    import inference
-    from inference.engine import EngineError
+def _engine_names() -> list[str]:
+    from inference.choice import ENGINE_PRESETS
 
-    ENGINES = inference.load_engines()
-    if name is None:
-        applicable = [n for n in ENGINE_PREFERENCE if ENGINES.get(ENGINE_PRESETS[n][0]) is not None
-                      and ENGINES[ENGINE_PRESETS[n][0]].supports(model) is None]
-        if not applicable:
-            raise CommandError(f"--engine: none of {', '.join(ENGINE_PREFERENCE)} applies to {type(model).__name__}; "
-                               f"see inference.engines_for: {inference.engines_for(model)}")
-        name = applicable[0]
-    if name not in ENGINE_PRESETS:
-        raise CommandError(f"--engine: unknown engine {name!r}; expected one of {', '.join(ENGINE_PRESETS)}")
-    registered, preset = ENGINE_PRESETS[name]
-    if registered not in ENGINES:
-        raise CommandError(f"--engine: {name!r} is not available in this installation")
-    settings = _with_sampler(model, dict(settings))
-    try:
-        return name, ENGINES[registered](model, **{**preset, **settings})
-    except EngineError as error:
-        raise CommandError(f"--engine {name}: {error}") from error
-    except TypeError as error:
-        raise CommandError(f"--engine-set: {name} does not accept these settings: {error}") from error
-
-
-#: `--engine-set sampler=NAME` for engines that take a Markov chain (contrastive divergence).
-SAMPLERS = ("gibbs", "ula", "mala")
+    return list(ENGINE_PRESETS)
 
 
 def _with_sampler(model, settings: dict[str, Any]) -> dict[str, Any]:
     """Replace `sampler=gibbs|ula|mala` (with `sampler_step_size=`, `sampler_steps=`) by the
     sampler object the engine takes."""
+    settings = dict(settings)
     name = settings.pop("sampler", None)
     step_size = settings.pop("sampler_step_size", None)
     steps = settings.pop("sampler_steps", None)
@@ -198,20 +166,61 @@ def _with_sampler(model, settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _load_data(name: str, settings: dict[str, Any], args) -> Any:
+#: `--engine-set sampler=NAME` for engines that take a Markov chain (contrastive divergence).
+SAMPLERS = ("gibbs", "ula", "mala")
+
+
+def _engine(name: str | None, model, settings: dict[str, Any]):
+    from inference.choice import build_engine
+    from inference.engine import EngineError
+
+    try:
+        return build_engine(name, model, _with_sampler(model, settings))
+    except EngineError as error:
+        raise CommandError(str(error) if str(error).startswith("--engine") else f"--engine: {error}") from error
+    except TypeError as error:
+        raise CommandError(f"--engine-set: {name or 'the engine'} does not accept these settings: {error}") from error
+    except ValueError as error:
+        text = str(error)
+        raise CommandError(text if text.startswith("--") else f"--engine-set: {text}") from error
+
+
+def _load_data(name: str, settings: dict[str, Any], seed: int, data_root: str | None, download: bool):
     import pgm.data
 
-    options: dict[str, Any] = {"seed": args.seed if args.seed is not None else 0}
-    if args.data_root:
-        options["root"] = args.data_root
-    if args.download:
+    options: dict[str, Any] = {"seed": seed}
+    if data_root:
+        options["root"] = data_root
+    if download:
         options["download"] = True
     options.update(settings)
-    return pgm.data.load(name, **options)
+    try:
+        return pgm.data.load(name, **options)
+    except FileNotFoundError as error:
+        raise CommandError(f"--data {name}: {error} (give --data-root, or --download)") from error
+    except (ValueError, TypeError) as error:
+        text = str(error)
+        flag = "--data" if text.startswith("name:") else "--data-set"
+        raise CommandError(f"{flag}: {text.split(': ', 1)[-1] if flag == '--data' else text}") from error
+
+
+def _own_data(model, spec: str, seed: int):
+    own = getattr(model, "own_data", None)
+    data = own(seed=seed) if callable(own) else None
+    if data is None:
+        raise CommandError(f"--data: {spec} carries no data of its own; name a dataset "
+                           f"(one of {', '.join(_datasets())})")
+    return data
+
+
+def _datasets() -> list[str]:
+    import pgm.data
+
+    return pgm.data.available()
 
 
 def _needs_binary(model) -> bool:
-    return "discrete" in model.capabilities()
+    return "discrete" in model.capabilities() and "continuous" not in model.capabilities()
 
 
 def _build_model(spec: str, settings: dict[str, Any], data_dim: int | None):
@@ -225,72 +234,113 @@ def _build_model(spec: str, settings: dict[str, Any], data_dim: int | None):
     return resolve_model(spec, settings), settings
 
 
+def _train_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's settings: each flag given, else (on resume) the saved run's, else the
+    registered model's training preset."""
+    import models
+
+    preset = models.preset(args.model) if ":" not in args.model and args.model in models.available() else \
+        models.Preset(data=None, epochs=10, batch_size=128)
+    saved = saved or {}
+
+    def pick(flag, key, preset_value):
+        if flag is not None:
+            return flag
+        return saved[key] if key in saved else preset_value
+
+    given = lambda items: parse_settings(items) if items else None  # noqa: E731
+    engine_settings = pick(given(args.engine_set), "engine_settings", dict(preset.engine_settings))
+    return {
+        "model": args.model,
+        "model_settings": pick(given(args.set), "model_settings", dict(preset.settings)),
+        "engine": pick(args.engine, "engine", preset.engine),
+        "engine_settings": engine_settings,
+        "data": pick(args.data, "data", preset.data),
+        "data_settings": pick(given(args.data_set), "data_settings", dict(preset.data_settings)),
+        "data_root": pick(args.data_root, "data_root", None),
+        "epochs": pick(args.epochs, "epochs", preset.epochs),
+        "batch_size": pick(args.batch_size, "batch_size", preset.batch_size),
+        "lr": pick(args.lr, "lr", preset.lr),
+        "seed": pick(args.seed, "seed", 0),
+    }
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    import json
     import math
 
     import matplotlib
 
     matplotlib.use("Agg")
-    import pgm
-    from inference.fit import fit
+    import pyro
 
-    model_settings = parse_settings(args.set)
-    data_settings = parse_settings(args.data_set)
+    from inference.fit import fit
+    from inference.rundir import RunDirectory
+
     out = Path(args.out or f"runs/{args.model.replace(':', '_')}")
-    config_path = out / RUN_CONFIG
-    if args.resume and config_path.exists():
-        saved = json.loads(config_path.read_text())
-        if saved["model"] != args.model or saved["data"] != args.data:
-            raise CommandError(f"--resume: {out} holds a run of {saved['model']} on {saved['data']}, "
-                               f"not {args.model} on {args.data}")
-    # The model's data dimension comes from the data; binary data for binary models.
-    probe = _load_data(args.data, data_settings, args)
-    data_dim = math.prod(probe.shape)
-    model, model_settings = _build_model(args.model, model_settings, data_dim)
-    if _needs_binary(model) and "binarize" not in data_settings and probe.info.get("binarized") is False:
-        try:
-            data_settings = {**data_settings, "binarize": True}
-            probe = _load_data(args.data, data_settings, args)
-        except (ValueError, TypeError):
-            pass  # the dataset cannot binarize: validation reports the problem
-    data = probe
-    train = data.train
-    engine_settings = parse_settings(args.engine_set)
-    if args.lr is not None:
-        engine_settings["lr"] = args.lr
-    greedy = callable(getattr(model, "pretrain", None)) and args.engine in (None, "cd", "pcd")
-    if greedy:  # a deep belief net: its RBMs trained greedily, layer by layer, by CD
-        engine_name, engine = args.engine or "cd", None
-    else:
-        engine_name, engine = _engine(args.engine, model, engine_settings)
-    config = {
-        "model": args.model, "model_settings": model_settings, "engine": engine_name,
-        "engine_settings": engine_settings, "data": args.data, "data_settings": data_settings,
-        "data_root": args.data_root, "epochs": args.epochs, "batch_size": args.batch_size,
-        "seed": args.seed, "device": args.device,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config, indent=2, default=str))
-    if greedy:
-        history = _pretrain(model, train, engine_name, engine_settings, args, out)
-    else:
-        print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on {args.data} "
-              f"{tuple(train.shape)} -> {out}")
-        history = fit(engine, train, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-                      seed=args.seed, checkpoint_dir=out, resume=args.resume, progress=not args.quiet)
-    if len(history):
-        history.plot(out / "loss.png")
-    pgm.graph_of(model).draw(out / "graph.png", title=type(model).__name__)
-    # 2D data: enough points to show the shape of the density; images: one grid.
-    n = max(args.num_samples, 1000) if data_dim == 2 else min(args.num_samples, 256)
-    _write_samples(model, n, out / "samples.png", data=data.train)
-    last = history.last()
-    print(f"done: {len(history)} steps; last metrics {_fmt(last)}; run directory {out}")
+    run = RunDirectory(out, argument="--out")
+    with run.lock():
+        saved = run.config() if args.resume else None
+        config = _train_settings(args, saved)
+        # Refusals first, before anything is loaded or written: an existing run, changed settings.
+        run.begin(config, resume=args.resume, overwrite=args.overwrite)
+        pyro.set_rng_seed(config["seed"])  # the model's initialisation is part of the seeded run
+
+        # The data (the model's own when none is named), then the model sized to it.
+        if config["data"] is None:
+            model, model_settings = _build_model(args.model, config["model_settings"], None)
+            data = _own_data(model, args.model, config["seed"])
+        else:
+            data = _load_data(config["data"], config["data_settings"], config["seed"], config["data_root"],
+                              args.download)
+            model, model_settings = _build_model(args.model, config["model_settings"], math.prod(data.shape))
+            if _needs_binary(model) and "binarize" not in config["data_settings"] \
+                    and data.info.get("binarized") is False:
+                try:  # binary units: binarized data
+                    config["data_settings"] = {**config["data_settings"], "binarize": True}
+                    data = _load_data(config["data"], config["data_settings"], config["seed"], config["data_root"],
+                                      args.download)
+                except CommandError:
+                    pass  # the dataset cannot binarize: validation reports the problem
+        config["model_settings"] = model_settings
+        engine_settings = dict(config["engine_settings"])
+        if config["lr"] is not None:
+            engine_settings["lr"] = config["lr"]
+
+        from inference.choice import trains_greedily
+
+        if trains_greedily(model, config["engine"]):
+            engine_name = config["engine"] or "cd"
+            config["engine"] = engine_name
+            history = _pretrain(model, data, engine_name, engine_settings, config, args, run)
+        else:
+            engine_name, engine = _engine(config["engine"], model, engine_settings)
+            config["engine"] = engine_name
+            print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on "
+                  f"{config['data'] or 'its own data'} {tuple(data.train.shape)} -> {out}")
+            history = fit(engine, data.train, epochs=config["epochs"], batch_size=config["batch_size"],
+                          device=args.device, seed=config["seed"], checkpoint_dir=out, resume=args.resume,
+                          overwrite=args.overwrite, run_config=config, progress=not args.quiet)
+        _pictures(model, history, data, out, args.num_samples, engine=None if trains_greedily(model, engine_name)
+                  else engine)
+    print(f"done: {len(history)} steps; last metrics {_fmt(history.last())}; run directory {out}")
     return 0
 
 
-def _pretrain(model, train, engine_name: str, settings: dict[str, Any], args, out: Path):
+def _pictures(model, history, data, out: Path, num_samples: int, engine=None) -> None:
+    """The run directory's pictures: the loss curve, the model's graph and a grid of samples."""
+    import math
+
+    import pgm
+
+    if len(history):
+        history.plot(out / "loss.png")
+    pgm.graph_of(model).draw(out / "graph.png", title=type(model).__name__)
+    dim = math.prod(data.train.shape[1:])
+    n = max(num_samples, 1000) if dim == 2 else min(num_samples, 256)
+    _write_samples(model, n, out / "samples.png", data=data.train, engine=engine)
+
+
+def _pretrain(model, data, engine_name: str, settings: dict[str, Any], config: dict, args, run):
     """Greedy layer-wise training (`model.pretrain`, a DBN): one CD run per layer; the last
     layer's history is the run's, each layer's is saved beside it; the model is checkpointed at
     the end (no mid-run resume)."""
@@ -298,16 +348,21 @@ def _pretrain(model, train, engine_name: str, settings: dict[str, Any], args, ou
     from inference.fit import resolve_device
 
     if args.resume:
-        raise CommandError(f"--resume: greedy layer-wise training of {type(model).__name__} cannot resume; start again")
+        raise CommandError(f"--resume: greedy layer-wise training of {type(model).__name__} cannot resume; "
+                           "start again with --overwrite")
     model.to(resolve_device(args.device))
+    train = data.train
+    run.commit(config, overwrite=args.overwrite)
     print(f"training {type(model).__name__} greedily, layer by layer, by contrastive divergence ({engine_name}) "
-          f"on {args.data} {tuple(train.shape)} -> {out}")
-    histories = model.pretrain(train, epochs=args.epochs, batch_size=args.batch_size, persistent=engine_name == "pcd",
-                               seed=args.seed, progress=not args.quiet, **settings)
+          f"on {config['data']} {tuple(train.shape)} -> {run.path}")
+    histories = model.pretrain(train, epochs=config["epochs"], batch_size=config["batch_size"],
+                               persistent=engine_name == "pcd", seed=config["seed"], progress=not args.quiet,
+                               **settings)
     for i, layer_history in enumerate(histories):
-        layer_history.save(out / f"history_layer{i}.json")
-    save_checkpoint(out / CHECKPOINT_NAME, {"model": model.state_dict(), "engine_name": engine_name,
-                                            "step": sum(len(h) for h in histories)})
+        layer_history.save(run.path / f"history_layer{i}.json")
+    histories[-1].save(run.path / "history.json")
+    save_checkpoint(run.path / CHECKPOINT_NAME, {"model": model.state_dict(), "engine_name": engine_name,
+                                                 "step": sum(len(h) for h in histories)})
     return histories[-1]
 
 
@@ -315,36 +370,13 @@ def _fmt(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if v is not None)
 
 
-def _draw(model, n: int, mean: bool = False):
-    """`n` samples of the model's data: its own sampler, else a Markov chain from inference.
-    With `mean`, models whose `sample` can give the mean of the likelihood (a VAE's decoder
-    probabilities) give that, which is what sample pictures show."""
-    import inspect
-
+def _write_samples(model, n: int, path: Path, data=None, engine=None, **options) -> Path:
     import torch
 
-    if "sample" in model.capabilities():
-        wants_mean = mean and "mean" in inspect.signature(model.sample).parameters
-        drawn = model.sample(n, mean=True) if wants_mean else model.sample(n)
-        if isinstance(drawn, dict):
-            drawn = next(iter(drawn.values()))
-        return drawn
-    if "discrete" in model.capabilities():
-        from inference.gibbs import Gibbs as chain
-    else:
-        from inference.langevin import Langevin as chain
-    sampler = chain(model)
-    with torch.no_grad():
-        chains = sampler.run(sampler.init_random(n), 1000)
-    return sampler.visible(chains)
-
-
-def _write_samples(model, n: int, path: Path, data=None) -> Path:
-    import torch
-
+    from inference.sampling import draw
     from pgm import pictures
 
-    x = _draw(model, n, mean=True).detach().cpu()
+    x = draw(model, n, engine=engine, mean=True, start=data, **options).detach().cpu()
     flat = x.reshape(x.shape[0], -1)
     if flat.shape[1] == 2:
         pictures.scatter_2d(flat, path, data=None if data is None else data[:2000].cpu())
@@ -359,38 +391,85 @@ def _write_samples(model, n: int, path: Path, data=None) -> Path:
     return path
 
 
-def _load_run(run: str):
-    import json
-
-    from inference.checkpoint import CHECKPOINT_NAME, load_checkpoint
+def _load_run(run: str, model_spec: str | None = None, device: str = "cpu"):
+    """`(config, model, engine, data)` of a run directory. The model is built from the registry,
+    or from `model_spec` (a module the user names on the command line): never from a module a
+    run's config names, and never with the current folder put on the import path for it."""
+    import models
+    from inference.checkpoint import load_latest
+    from inference.rundir import RunDirectory
 
     folder = Path(run)
-    config_path = folder / RUN_CONFIG
-    if not config_path.exists():
+    directory = RunDirectory(folder, argument="RUN")
+    config = directory.config()
+    if config is None:
         raise CommandError(f"RUN: {folder} is not a run directory (no {RUN_CONFIG}); train one with `pgm train`")
-    config = json.loads(config_path.read_text())
-    model = resolve_model(config["model"], config["model_settings"])
-    checkpoint = folder / CHECKPOINT_NAME
-    if not checkpoint.exists():
-        raise CommandError(f"RUN: {folder} has no {CHECKPOINT_NAME}: the run did not finish a step")
-    model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    return config, model
+    spec = config.get("model")
+    if not isinstance(spec, str) or not isinstance(config.get("model_settings", {}), dict):
+        raise CommandError(f"RUN: {folder / RUN_CONFIG} names no model")
+    if ":" in spec or spec not in models.available():
+        if model_spec is None:
+            raise CommandError(
+                f"RUN: {folder} holds a model from outside the registry ({spec!r}); pgm does not import code "
+                f"that a run's config names: name it yourself with --model MODULE:ATTR"
+            )
+        if ":" not in model_spec:
+            raise CommandError(f"--model: expected MODULE:ATTR, got {model_spec!r}")
+        spec = model_spec
+    elif model_spec is not None and model_spec != spec:
+        raise CommandError(f"--model: {folder} holds a run of {spec!r}, not {model_spec!r}")
+    model = resolve_model(spec, config.get("model_settings") or {}, import_path=False)
+    loaded = load_latest(folder)
+    if loaded is None:
+        raise CommandError(f"RUN: {folder} has no checkpoint: the run did not finish a step")
+    state, _ = loaded
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as error:
+        raise CommandError(f"RUN: the checkpoint in {folder} does not fit {spec} with its saved settings: "
+                           f"{str(error).splitlines()[0]}") from error
+    engine = None
+    if state.get("engine") is not None and config.get("engine"):
+        try:
+            _, engine = _engine(config["engine"], model, dict(config.get("engine_settings") or {}))
+            engine.load_state_dict(state["engine"])
+        except Exception:  # noqa: BLE001 - the engine only serves a posterior; sampling works without it
+            engine = None
+    return config, model, engine
+
+
+def _data_of(config: dict, model, data_root: str | None = None):
+    seed = config.get("seed") or 0
+    if config.get("data") is None:
+        return _own_data(model, config["model"], seed)
+    return _load_data(config["data"], config.get("data_settings") or {}, seed,
+                      data_root or config.get("data_root"), False)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import matplotlib
     import torch
 
+    from inference.sampling import draw
+
     matplotlib.use("Agg")
-    config, model = _load_run(args.run)
+    config, model, engine = _load_run(args.run, args.model)
     if args.seed is not None:
-        torch.manual_seed(args.seed)
+        import pyro
+
+        pyro.set_rng_seed(args.seed)
+    start = None
+    if "sample" not in model.capabilities():  # Markov chains start from distinct data points
+        try:
+            start = _data_of(config, model).train
+        except CommandError:
+            start = None
     out = Path(args.output)
     if out.suffix.lower() in (".pt", ".pth"):
         out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(_draw(model, args.num).detach().cpu(), out)
+        torch.save(draw(model, args.num, engine=engine, start=start).detach().cpu(), out)
     else:
-        out = _write_samples(model, args.num, out)
+        out = _write_samples(model, args.num, out, data=start, engine=engine)
     print(f"{args.num} samples of {config['model']} -> {out}")
     return 0
 
@@ -400,25 +479,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import math
 
     from inference import evaluate
+    from inference.choice import default_eval_method
 
-    config, model = _load_run(args.run)
-    data = _load_data(config["data"], config["data_settings"],
-                      argparse.Namespace(seed=config.get("seed"), data_root=args.data_root or config.get("data_root"),
-                                         download=False))
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit: expected a positive number of test points, got {args.limit}")
+    if args.num_samples < 1:
+        raise CommandError(f"--num-samples: expected a positive number, got {args.num_samples}")
+    config, model, _ = _load_run(args.run, args.model)
+    data = _data_of(config, model, args.data_root)
     test = data.test[: args.limit] if args.limit else data.test
     test = test.reshape(test.shape[0], -1) if test.dim() > 2 else test
+    if args.method is None:
+        try:
+            method, why = default_eval_method(model)
+        except ValueError as error:
+            raise CommandError(f"--method: {error}") from error
+        print(f"method: {method} ({why}); --method overrides")
+    else:
+        method = args.method
     extra = {}
-    if args.method == "ais":  # the AIS base distribution is fitted to the training data
+    if method == "ais":  # the AIS base distribution is fitted to the training data
         train = data.train
         extra["base_data"] = train.reshape(train.shape[0], -1) if train.dim() > 2 else train
-    ll = evaluate.log_likelihood(model, test, method=args.method, num_samples=args.num_samples, **extra)
+    try:
+        ll = evaluate.log_likelihood(model, test, method=method, num_samples=args.num_samples, **extra)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        raise CommandError(f"--method {method}: {str(error).splitlines()[0]}") from error
     nll = -float(ll.mean())
     dims = math.prod(test.shape[1:])
-    result = {"method": args.method, "num_samples": args.num_samples, "test_size": test.shape[0],
+    result = {"method": method, "num_samples": args.num_samples, "test_size": test.shape[0],
               "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2))}
-    (Path(args.run) / "eval.json").write_text(json.dumps(result, indent=2))
-    print(f"{config['model']} on {config['data']} test ({test.shape[0]}): NLL {nll:.3f} nats "
-          f"({result['bits_per_dim']:.4f} bits/dim) by {args.method}")
+    from inference.checkpoint import save_json
+
+    save_json(Path(args.run) / "eval.json", result)
+    print(f"{config['model']} on {config.get('data') or 'its own data'} test ({test.shape[0]}): NLL {nll:.3f} nats "
+          f"({result['bits_per_dim']:.4f} bits/dim) by {method}")
     return 0
 
 
@@ -426,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgm", description="Declarative deep generative models on Pyro: draw, train, sample, evaluate."
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -443,17 +539,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model constructor setting (repeatable)")
     p.set_defaults(func=cmd_draw)
 
-    p = sub.add_parser("train", help="train a model with an inference engine; writes a run directory")
-    p.add_argument("model", metavar="MODEL", help="a registered name (see `pgm list`) or module:Class")
-    p.add_argument("--engine", default=None, help=f"one of {', '.join(ENGINE_PRESETS)} (default: the first that applies)")
-    p.add_argument("--data", default="digits", help="a dataset of pgm.data (default: digits)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (engine default otherwise)")
+    p = sub.add_parser(
+        "train", help="train a model with an inference engine; writes a run directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train MODEL into a run directory (config.json, checkpoint.pt, history.json, loss.png, "
+                    "graph.png, samples.png). Flags not given take the model's training preset (see `pgm list`), "
+                    "or on --resume the saved run's settings.",
+        epilog=_train_epilog())
+    p.add_argument("model", metavar="MODEL", help="a registered name (see `pgm list`) or module:Class / module:function")
+    p.add_argument("--engine", default=None, help="an engine name (below); default: the model's preset, else the first that applies")
+    p.add_argument("--data", default=None, help="a dataset (below); default: the model's preset or its own data")
+    p.add_argument("--epochs", type=int, default=None, help="epochs in all (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's, else the engine's)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seeds the model's initialisation, the data split and training (default 0; on --resume the saved one)")
     p.add_argument("--out", default=None, help="run directory (default: runs/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model constructor setting (repeatable)")
     p.add_argument("--engine-set", action="append", metavar="KEY=VALUE", help="engine setting (repeatable)")
     p.add_argument("--data-set", action="append", metavar="KEY=VALUE", help="pgm.data.load option (repeatable)")
@@ -465,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", metavar="RUN", help="a run directory written by `pgm train`")
+    p.add_argument("--model", default=None, metavar="MODULE:ATTR",
+                   help="the model of a run trained from your own module (never imported from the run's config)")
     p.add_argument("-n", "--num", type=int, default=64)
     p.add_argument("-o", "--output", required=True, help=".png/.svg/.pdf picture, or .pt tensor")
     p.add_argument("--seed", type=int, default=None)
@@ -472,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a trained run's test log-likelihood")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--method", default="iwae", help="iwae, exact or ais")
+    p.add_argument("--model", default=None, metavar="MODULE:ATTR",
+                   help="the model of a run trained from your own module (never imported from the run's config)")
+    p.add_argument("--method", default=None, help="iwae, exact or ais (default: one that applies, and it says which)")
     p.add_argument("--num-samples", type=int, default=100, help="importance samples (iwae) or chains (ais)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test points only")
     p.add_argument("--data-root", default=None)
@@ -480,17 +589,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_epilog() -> str:
+    from inference.choice import ENGINE_PRESETS
+
+    import pgm.data
+
+    engines = ", ".join(ENGINE_PRESETS)
+    return (f"engines: {engines}\n"
+            f"datasets: {', '.join(pgm.data.available())}\n"
+            "defaults per model (engine, data): `pgm list`\n"
+            "a run directory holding a checkpoint is continued only with --resume and replaced only with --overwrite")
+
+
+#: Exceptions that are the user's input (exit 2) rather than a failure of training (exit 1).
+def _usage_errors() -> tuple[type, ...]:
+    import json
+
+    from inference.engine import EngineError
+    from pgm.program import ProgramError
+
+    return (CommandError, ValueError, TypeError, KeyError, FileNotFoundError, json.JSONDecodeError, EngineError,
+            ProgramError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CommandError as error:
-        print(f"pgm {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"pgm {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"pgm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line per failure; --debug shows the traceback
+        if debug:
+            raise
+        from inference.checkpoint import CheckpointError
+        from inference.engine import NonFiniteLossError
+
+        training = isinstance(error, (NonFiniteLossError, CheckpointError))
+        status = 2 if isinstance(error, _usage_errors()) and not training else 1
+        text = " ".join(str(error).split()) or type(error).__name__
+        if status == 1 and not training:
+            text = f"{type(error).__name__}: {text}"
+        print(f"pgm {args.command}: error: {text} (--debug shows the traceback)", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,6 +112,20 @@ class Dataset:
         )
 
 
+def own(name: str, train, test=None, **info: Any) -> Dataset:
+    """A `Dataset` for data a model carries: `train` (a tensor, or a tuple of tensors for a
+    program with several data arguments) and `test` (default: `train` itself, for data too small
+    to split, such as eight schools' effects).
+
+    >>> own("schools", torch.zeros(8)).test.shape
+    torch.Size([8])
+    """
+    test = train if test is None else test
+    first = train[0] if isinstance(train, tuple) else train
+    return Dataset(name=name, train=train, valid=test, test=test, shape=tuple(first.shape[1:]),
+                   info={"source": "the model's own data", **info})
+
+
 def available() -> list[str]:
     """The dataset names `load` accepts: the 2D toys, then the image datasets."""
     return list(TOYS + IMAGES)

@@ -189,6 +189,31 @@ class Model(nn.Module):
                     "log Z changes with them and is unknown")
         return None
 
+    # ------------------------------------------------------------------ the model's own data
+    def own_data(self, seed: int = 0):
+        """The data this model carries (a `pgm.data.Dataset`), trained on when no data set is
+        named (`pgm train NAME`), or None. Textbook models carry theirs: eight schools' effects,
+        or draws of their own program (`simulate`)."""
+        return None
+
+    @torch.no_grad()
+    def simulate(self, n: int, seed: int = 0) -> torch.Tensor:
+        """The observed site of one run of the program on `example_inputs(n)` with every site
+        drawn (latents from their priors), under a seeded RNG that leaves the global one as it was."""
+        import pyro
+
+        from inference.checkpoint import get_rng_state, set_rng_state
+
+        state = get_rng_state()
+        try:
+            pyro.set_rng_seed(int(seed))
+            with isolated():
+                trace = trace_program(poutine.uncondition(self.model), self.example_inputs(n))
+        finally:
+            set_rng_state(state)
+        observed = self.structure(*self.example_inputs(n)).observed
+        return trace.nodes[observed[0]]["value"].clone()
+
     # ------------------------------------------------------------------ derived defaults
     def log_prob(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """Exact log density of each datum, shape `(batch,)`.

@@ -240,7 +240,7 @@ def test_nan_loss_stops_with_a_clear_error_and_the_last_checkpoint_intact(tmp_pa
 
 def test_nan_from_an_engine_that_stepped_anyway_restores_the_last_checkpoint(tmp_path):
     engine = make(RecklessEngine, nan_at=4)
-    with pytest.raises(NonFiniteLossError, match="restored from it"):
+    with pytest.raises(NonFiniteLossError, match="restored to their last good state"):
         fit(engine, normal_data(), checkpoint_dir=tmp_path, checkpoint_every=2, **COMMON)
     state = ckpt.load_checkpoint(tmp_path / ckpt.CHECKPOINT_NAME)
     assert state["step"] == 4
