@@ -132,8 +132,9 @@ class Reverse(FlowLayer):
 class ActNorm(FlowLayer):
     """Activation normalisation (Glow): an affine map per channel (images, `event_dim=3`) or per
     coordinate (vectors), x = z * exp(log_scale) + loc. With `data_init`, the first inverse
-    pass on data while training with gradients sets loc and scale to the data's mean and standard
-    deviation, so that z starts standardised; without it, a learnable diagonal scaling (NICE)."""
+    pass on data under `initializing` (`Flow.init_from`, which `inference.fit` reaches through
+    the model's data validation) sets loc and scale to the data's mean and standard deviation, so
+    that z starts standardised; without it, a learnable diagonal scaling (NICE)."""
 
     def __init__(self, num_features: int, event_dim: int = 1, data_init: bool = True):
         super().__init__()
@@ -143,6 +144,7 @@ class ActNorm(FlowLayer):
         self.loc = nn.Parameter(torch.zeros(num_features))
         self.log_scale = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("initialized", torch.tensor(not data_init))
+        self.initializing = False
 
     def _shape(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(-1, 1, 1) if self.event_dim == 3 else t
@@ -167,7 +169,7 @@ class ActNorm(FlowLayer):
         return x * self._shape(self.log_scale).exp() + self._shape(self.loc), self._log_det(x)
 
     def inverse_and_log_det(self, y, context=None):
-        if not bool(self.initialized) and self.training and torch.is_grad_enabled():
+        if self.initializing and not bool(self.initialized):
             self.initialize(y.detach())
         return (y - self._shape(self.loc)) * self._shape(-self.log_scale).exp(), self._log_det(y)
 

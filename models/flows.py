@@ -263,13 +263,29 @@ class Flow(Model):
 
     @torch.no_grad()
     def init_from(self, x: torch.Tensor, context: torch.Tensor | None = None) -> "Flow":
-        """Data-dependent initialisation (activation normalisation) from a batch of data."""
-        was = self.training
-        self.train()
-        with torch.enable_grad():
+        """Data-dependent initialisation from a batch of data: each activation normalisation not
+        yet initialised standardises what reaches it (Glow). `inference.fit` calls it through
+        `validate_data` on the first 1024 rows; a flow that was initialised is left as it is."""
+        norms = [m for m in self.modules() if isinstance(m, ActNorm) and not bool(m.initialized)]
+        if not norms:
+            return self
+        for m in norms:
+            m.initializing = True
+        try:
             self.log_prob(x, context)
-        self.train(was)
+        finally:
+            for m in norms:
+                m.initializing = False
+                m.initialized.fill_(True)
         return self
+
+    def validate_data(self, *args, **kwargs) -> None:
+        """Check the data (`pgm.Model.validate_data`), then initialise the activation
+        normalisations from them (`init_from`) before the first step."""
+        super().validate_data(*args, **kwargs)
+        if args and torch.is_tensor(args[0]) and args[0].dim() > 0:
+            rest = tuple(a[:1024] if torch.is_tensor(a) and a.dim() > 0 else a for a in args[1:2])
+            self.init_from(args[0][:1024], *rest)
 
     # ------------------------------------------------------------------ structure for drawing
     def jacobian_pattern(self, x: torch.Tensor | None = None, context: torch.Tensor | None = None,
@@ -539,7 +555,7 @@ class SplineFlow(_VectorFlow):
 
 @register("glow", x_shape=(1, 4, 4), num_scales=2, steps_per_scale=1, hidden_channels=8,
           train=dict(settings={"x_shape": (1, 8, 8), "levels": 17, "num_scales": 2, "steps_per_scale": 6,
-                               "hidden_channels": 64}, engine="mle", data="digits", epochs=60, batch_size=64, lr=1e-3))
+                               "hidden_channels": 64}, engine="mle", data="digits", epochs=40, batch_size=64, lr=1e-3))
 class Glow(Flow):
     """Glow (Kingma & Dhariwal 2018) over images (C, H, W): per scale a squeeze, then
     `steps_per_scale` steps of activation normalisation (data-dependent initialisation), an
