@@ -371,7 +371,7 @@ class _VectorFlow(Flow):
 
 @register("nice", x_dim=2, num_layers=2, hidden_dims=(16,),
           train=dict(settings={"num_layers": 6, "hidden_dims": (128, 128)}, engine="mle", data="moons",
-                     data_settings={"n_samples": 20000}, epochs=30, batch_size=256, lr=2e-3))
+                     data_settings={"n_samples": 20000}, epochs=15, batch_size=256, lr=2e-3))
 class NICE(_VectorFlow):
     """NICE (Dinh et al. 2014): additive couplings with alternating halves and a diagonal scaling
     at the base.
@@ -510,7 +510,7 @@ class MAF(_VectorFlow):
 
 @register("iaf", x_dim=2, num_layers=2, hidden_dims=(16,),
           train=dict(settings={"num_layers": 5, "hidden_dims": (128, 128)}, engine="mle", data="8gaussians",
-                     data_settings={"n_samples": 20000}, epochs=20, batch_size=256, lr=2e-3))
+                     data_settings={"n_samples": 20000}, epochs=12, batch_size=256, lr=2e-3))
 class IAF(_VectorFlow):
     """Inverse autoregressive flow (Kingma et al. 2016): Pyro's affine autoregressive layers
     used forward, so sampling is one pass and the density of a new point takes D passes (the
@@ -535,7 +535,7 @@ class IAF(_VectorFlow):
 
 @register("spline", x_dim=2, num_layers=2, hidden_dims=(16,),
           train=dict(settings={"num_layers": 4, "hidden_dims": (64, 64)}, engine="mle", data="pinwheel",
-                     data_settings={"n_samples": 20000}, epochs=25, batch_size=256, lr=2e-3))
+                     data_settings={"n_samples": 20000}, epochs=12, batch_size=256, lr=2e-3))
 class SplineFlow(_VectorFlow):
     """Neural spline flow, coupling form (Durkan et al. 2019): rational-quadratic spline couplings
     (Pyro's `SplineCoupling`; `count_bins` bins on [-`bound`, `bound`], identity tails).
