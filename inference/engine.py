@@ -157,8 +157,10 @@ class Engine:
         raise NotImplementedError(f"{type(self).__name__} does not infer latents")
 
     def validate(self, data) -> None:
-        """Reject bad data before training: non-finite values, wrong shapes, values outside the
-        support of the model's likelihood. Raises ValueError naming what was wrong."""
+        """Reject bad data before training (`pgm.Model.validate_data`): non-finite values, shapes
+        or dtypes the program or its guide refuse, values outside the support of the model's
+        likelihood or with a non-finite log-density. Raises ValueError naming the site, what was
+        seen and what was expected."""
         self.model.validate_data(*as_args(data))
 
     # ------------------------------------------------------------------ helpers for subclasses

@@ -384,6 +384,10 @@ class _Loop:
             metrics = self.engine.step(batch)
         except NonFiniteLossError as error:
             self._fail(error)
+        except Exception as error:  # noqa: BLE001 - e.g. a distribution refusing an infinite scale
+            if _finite(self.engine):
+                raise
+            self._fail(NonFiniteLossError(f"the parameters became non-finite ({' '.join(str(error).split())[:200]})"))
         if not isinstance(metrics, dict) or "loss" not in metrics:
             raise TypeError(f"{type(self.engine).__name__}.step must return a dict of metrics with 'loss', got {metrics!r}")
         loss = float(metrics["loss"])

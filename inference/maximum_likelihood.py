@@ -13,7 +13,7 @@ import torch
 
 from inference.engine import Engine, as_args, register_engine
 
-__all__ = ["MaximumLikelihood", "make_optimizer", "OPTIMIZERS"]
+__all__ = ["MaximumLikelihood", "make_optimizer", "check_optim", "check_lr", "OPTIMIZERS"]
 
 #: Optimisers by name, for `make_optimizer` (and the command line).
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -25,16 +25,46 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-def make_optimizer(optim: str | type[torch.optim.Optimizer], params, lr: float, **kwargs: Any) -> torch.optim.Optimizer:
-    """A torch optimiser over `params`: `optim` is a name in `OPTIMIZERS` or an Optimizer class."""
+def check_optim(optim: Any, *, factories: bool = False) -> Any:
+    """Refuse an unknown optimiser when an engine is built, not at its first step: `optim` must be
+    a name in `OPTIMIZERS` (any case), a `torch.optim.Optimizer` subclass, or, with
+    `factories=True`, a callable `params -> optimizer`. Returns `optim` unchanged.
+
+    >>> check_optim("adamm")
+    Traceback (most recent call last):
+    ...
+    ValueError: optim: unknown optimiser 'adamm'; expected one of adagrad, adam, adamw, rmsprop, sgd, or a torch.optim.Optimizer class
+    """
     if isinstance(optim, str):
         if optim.lower() not in OPTIMIZERS:
-            raise ValueError(f"optim: expected one of {sorted(OPTIMIZERS)} or a torch.optim class, got {optim!r}")
+            raise ValueError(
+                f"optim: unknown optimiser {optim!r}; expected one of {', '.join(sorted(OPTIMIZERS))}, "
+                f"or a torch.optim.Optimizer class{' or a callable params -> optimizer' if factories else ''}"
+            )
+        return optim
+    if isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer):
+        return optim
+    if factories and callable(optim) and not isinstance(optim, type):
+        return optim
+    raise TypeError(
+        f"optim: expected a name ({', '.join(sorted(OPTIMIZERS))}) or a torch.optim.Optimizer subclass"
+        f"{' or a callable params -> optimizer' if factories else ''}, got {optim!r}"
+    )
+
+
+def check_lr(lr: Any, name: str = "lr") -> float:
+    """A learning rate: a positive finite number."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{name}: expected a positive finite learning rate, got {lr!r}")
+    return float(lr)
+
+
+def make_optimizer(optim: str | type[torch.optim.Optimizer], params, lr: float, **kwargs: Any) -> torch.optim.Optimizer:
+    """A torch optimiser over `params`: `optim` is a name in `OPTIMIZERS` or an Optimizer class."""
+    check_optim(optim)
+    if isinstance(optim, str):
         optim = OPTIMIZERS[optim.lower()]
-    elif not (isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer)):
-        raise TypeError(f"optim: expected a name or a torch.optim.Optimizer subclass, got {optim!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr: expected a positive learning rate, got {lr!r}")
+    check_lr(lr)
     params = list(params)
     if not params:
         raise ValueError("the model has no trainable parameters to optimise")

@@ -68,7 +68,7 @@ from torch import nn
 
 import pgm
 from inference.engine import Engine, EngineError, _refusal, as_args, register_engine
-from inference.maximum_likelihood import OPTIMIZERS
+from inference.maximum_likelihood import OPTIMIZERS, check_lr, check_optim
 from inference.posterior import Posterior
 from pgm.model import ProgramModel
 from pgm.program import isolated, sample_sites, site_kind, trace_program, unwrap
@@ -156,10 +156,9 @@ def make_optimizer(optim: Any, params: list[torch.Tensor], lr: float) -> torch.o
     """A torch optimiser over `params`: `optim` is a name (adam, adamw, sgd, rmsprop, adagrad),
     a `torch.optim.Optimizer` class, or a callable `params -> optimizer`. Adam and AdamW use
     the fused kernel when every parameter is a floating tensor on one CPU or CUDA device."""
+    check_optim(optim, factories=True)
     if isinstance(optim, str):
         key = optim.lower()
-        if key not in _OPTIMIZERS:
-            raise ValueError(f"optim: expected one of {', '.join(_OPTIMIZERS)}, a torch.optim class or a callable, got {optim!r}")
         cls = _OPTIMIZERS[key]
         if key in ("adam", "adamw") and _fusable(params):
             try:
@@ -273,8 +272,8 @@ class SVI(Engine):
             beta = float(beta)
             if not (beta >= 0 and math.isfinite(beta)):
                 raise ValueError(f"beta: expected a non-negative number or a callable step -> beta, got {beta!r}")
-        if not float(lr) > 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {lr!r}")
+        check_lr(lr)
+        check_optim(optim, factories=True)  # refused now, not when the optimiser is built on the first batch
         self.elbo_name = elbo
         self.num_particles = int(num_particles)
         self.alpha = 0.0 if elbo == "iwae" else (None if alpha is None else float(alpha))
@@ -319,6 +318,14 @@ class SVI(Engine):
         except NotImplementedError:
             # A plain program wrapped without example arguments: checked on its first batch.
             return None
+
+    def validate(self, data) -> None:
+        """`Engine.validate`, and a guide given to this engine (not the model's own) is run on
+        the first batch too."""
+        super().validate(data)
+        own = self._guide_program
+        if own is not None and own != self.model.guide:
+            self.model.validate_guide(own, *as_args(data))
 
     # ------------------------------------------------------------------ building
     def _build_elbo(self, num_particles: int | None = None, jit: bool | None = None):

@@ -32,7 +32,7 @@ from torch import nn
 import pgm
 from inference.engine import Engine, EngineError, as_args, register_engine
 from inference.engine import move_optimizer_state
-from inference.maximum_likelihood import make_optimizer
+from inference.maximum_likelihood import check_lr, check_optim, make_optimizer
 
 __all__ = ["WakeSleep"]
 
@@ -80,6 +80,10 @@ class WakeSleep(Engine):
             raise ValueError(f"num_particles: reweighted wake-sleep needs an integer >= 2, got {num_particles!r}")
         if not 0.0 <= float(insomnia) <= 1.0:
             raise ValueError(f"insomnia: expected a number in [0, 1], got {insomnia!r}")
+        check_optim(optim)  # refused now, not when the optimiser is built on the first batch
+        check_lr(lr)
+        if guide_lr is not None:
+            check_lr(guide_lr, "guide_lr")
         self.num_particles = num_particles
         self.guide = own if own is not None else AutoNormal(self.model.model)
         self.optim, self.lr = optim, float(lr)

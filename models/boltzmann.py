@@ -16,6 +16,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from models import checks
 from models.rbm import VisibleHidden
 from models.registry import register
 
@@ -23,7 +24,7 @@ __all__ = ["BoltzmannMachine"]
 
 
 @register("boltzmann_machine", v_dim=6, h_dim=3,
-          train=dict(settings=dict(h_dim=64), engine="pcd", data="digits", epochs=40, batch_size=64, lr=0.01))
+          train=dict(settings=dict(h_dim=64), engine="pcd", data="digits", epochs=40, batch_size=64, lr=2e-3))
 class BoltzmannMachine(VisibleHidden):
     """General (semi-restricted when `hidden_lateral=False`) Boltzmann machine.
 
@@ -42,7 +43,8 @@ class BoltzmannMachine(VisibleHidden):
     def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01, visible_lateral: bool = True,
                  hidden_lateral: bool = True) -> None:
         super().__init__(v_dim, h_dim, init_scale)
-        self.visible_lateral, self.hidden_lateral = bool(visible_lateral), bool(hidden_lateral)
+        self.visible_lateral = checks.boolean("visible_lateral", visible_lateral)
+        self.hidden_lateral = checks.boolean("hidden_lateral", hidden_lateral)
         # Only the strict upper triangle is used: symmetric with zero diagonal by construction.
         self.L_raw = nn.Parameter(init_scale * torch.randn(v_dim, v_dim), requires_grad=self.visible_lateral)
         self.J_raw = nn.Parameter(init_scale * torch.randn(h_dim, h_dim), requires_grad=self.hidden_lateral)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import checks
 from models.registry import register
 from pgm import Model
 
@@ -25,13 +26,10 @@ __all__ = ["NormalNormal", "BayesianLogisticRegression", "GaussianMixture"]
 
 
 def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return value
+    return checks.finite_float(name, value, positive=True)
 
 
-@register("normal_normal", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
+@register("normal_normal", train=dict(engine="svi", data=None, epochs=500, batch_size=None, lr=0.02))
 class NormalNormal(Model):
     r"""A Normal mean with a conjugate Normal prior: the posterior is known exactly.
 
@@ -59,6 +57,7 @@ class NormalNormal(Model):
     def __init__(self, prior_loc: float = 0.0, prior_scale: float = 1.0, noise_scale: float = 1.0) -> None:
         super().__init__()
         dtype = torch.get_default_dtype()
+        prior_loc = checks.finite_float("prior_loc", prior_loc)
         self.register_buffer("prior_loc", torch.tensor(float(prior_loc), dtype=dtype))
         self.register_buffer("prior_scale", torch.tensor(_positive("prior_scale", prior_scale), dtype=dtype))
         self.register_buffer("noise_scale", torch.tensor(_positive("noise_scale", noise_scale), dtype=dtype))
@@ -100,7 +99,7 @@ class NormalNormal(Model):
 
 
 @register("logistic_regression", num_features=2,
-          train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
+          train=dict(engine="svi", data=None, epochs=500, batch_size=None, lr=0.02))
 class BayesianLogisticRegression(Model):
     r"""Logistic regression with Normal priors on the weights and the bias.
 
@@ -116,9 +115,7 @@ class BayesianLogisticRegression(Model):
 
     def __init__(self, num_features: int, prior_scale: float = 1.0) -> None:
         super().__init__()
-        if int(num_features) < 1:
-            raise ValueError(f"num_features: expected a positive integer, got {num_features!r}")
-        self.num_features = int(num_features)
+        self.num_features = checks.positive_int("num_features", num_features)
         self.register_buffer("prior_scale", torch.tensor(_positive("prior_scale", prior_scale)))
 
     def example_inputs(self, batch_size: int = 2) -> tuple:
@@ -192,9 +189,8 @@ class GaussianMixture(Model):
         prior_scale: float = 10.0,
     ) -> None:
         super().__init__()
-        if int(num_components) < 1 or int(dim) < 1:
-            raise ValueError(f"num_components, dim: expected positive integers, got {num_components!r}, {dim!r}")
-        self.num_components, self.dim = int(num_components), int(dim)
+        self.num_components, self.dim = checks.positive_int("num_components", num_components), checks.positive_int("dim", dim)
+        learn_scale = checks.boolean("learn_scale", learn_scale)
         dtype = torch.get_default_dtype()
         self.register_buffer("concentration", torch.tensor(_positive("concentration", concentration), dtype=dtype))
         self.register_buffer("prior_scale", torch.tensor(_positive("prior_scale", prior_scale), dtype=dtype))

@@ -21,6 +21,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from models import checks
 from models.rbm import RBM
 from models.registry import register
 from pgm import Model
@@ -29,7 +30,7 @@ __all__ = ["DBN"]
 
 
 @register("dbn", v_dim=6, hidden_dims=(4, 3),
-          train=dict(settings=dict(hidden_dims=(128, 64)), engine="pcd", data="digits", epochs=40, batch_size=64, lr=0.01))
+          train=dict(settings=dict(hidden_dims=(128, 64)), engine="pcd", data="digits", epochs=40, batch_size=64, lr=2e-3))
 class DBN(Model):
     """Deep belief net with `v_dim` visible units and hidden layers of sizes `hidden_dims`.
 
@@ -45,12 +46,10 @@ class DBN(Model):
 
     def __init__(self, v_dim: int, hidden_dims: Sequence[int] = (4, 3), init_scale: float = 0.01) -> None:
         super().__init__()
-        if not isinstance(v_dim, int) or isinstance(v_dim, bool) or v_dim < 1:
-            raise ValueError(f"v_dim: expected a positive int, got {v_dim!r}")
-        dims = list(hidden_dims) if isinstance(hidden_dims, (list, tuple)) else None
-        if not dims or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims):
-            raise ValueError(f"hidden_dims: expected a non-empty sequence of positive ints, got {hidden_dims!r}")
-        self.v_dim, self.hidden_dims = v_dim, tuple(dims)
+        v_dim = checks.positive_int("v_dim", v_dim)
+        dims = checks.dims("hidden_dims", hidden_dims, min_len=1)
+        init_scale = checks.finite_float("init_scale", init_scale, nonnegative=True)
+        self.v_dim, self.hidden_dims = v_dim, dims
         sizes = [v_dim, *dims]
         self.layers = nn.ModuleList(RBM(a, b, init_scale=init_scale) for a, b in zip(sizes[:-1], sizes[1:]))
 

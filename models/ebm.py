@@ -30,6 +30,7 @@ import torch
 from pyro.distributions import constraints
 from torch import nn
 
+from models import checks
 from models.nets import MLP
 from models.registry import register
 from pgm import Model
@@ -38,17 +39,7 @@ __all__ = ["EBM", "GaussianEBM", "ClassifierEBM", "energy_mlp"]
 
 
 def _event_shape(arg: str, value) -> tuple[int, ...]:
-    if isinstance(value, bool):
-        raise ValueError(f"{arg}: expected a positive int or a tuple of positive ints, got {value!r}")
-    if isinstance(value, int):
-        shape: tuple[int, ...] = (value,)
-    elif isinstance(value, (tuple, list, torch.Size)):
-        shape = tuple(value)
-    else:
-        raise ValueError(f"{arg}: expected a positive int or a tuple of positive ints, got {value!r}")
-    if not shape or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape):
-        raise ValueError(f"{arg}: expected a positive int or a tuple of positive ints, got {value!r}")
-    return shape
+    return checks.shape(arg, value)
 
 
 def energy_mlp(x_shape, hidden_dims: Sequence[int] = (64, 64), out_dim: int = 1, activation: type[nn.Module] = nn.SiLU) -> nn.Module:
@@ -63,7 +54,7 @@ def energy_mlp(x_shape, hidden_dims: Sequence[int] = (64, 64), out_dim: int = 1,
     torch.Size([5, 1])
     """
     shape = _event_shape("x_shape", x_shape)
-    mlp = MLP(math.prod(shape), tuple(int(h) for h in hidden_dims), out_dim, activation)
+    mlp = MLP(math.prod(shape), checks.dims("hidden_dims", hidden_dims), checks.positive_int("out_dim", out_dim), activation)
     if len(shape) == 1:
         return mlp
     return nn.Sequential(nn.Flatten(start_dim=-len(shape)), mlp)
@@ -116,11 +107,12 @@ class EBM(Model):
     def __init__(self, x_dim=2, energy_net: nn.Module | None = None, hidden_dims: Sequence[int] = (64, 64), base_scale: float | None = None, *, x_shape=None) -> None:
         super().__init__()
         self.x_shape = _event_shape("x_dim", x_dim) if x_shape is None else _event_shape("x_shape", x_shape)
-        if base_scale is not None and not (isinstance(base_scale, (int, float)) and not isinstance(base_scale, bool) and base_scale > 0):
-            raise ValueError(f"base_scale: expected None (flat base measure) or a positive float, got {base_scale!r}")
-        if energy_net is not None and not callable(energy_net):
-            raise TypeError(f"energy_net: expected an nn.Module (or callable) x -> energy, got {type(energy_net).__name__}")
-        self.base_scale = None if base_scale is None else float(base_scale)
+        if base_scale is not None:
+            base_scale = checks.finite_float("base_scale", base_scale, positive=True)
+        checks.callable_or_none("energy_net", energy_net, "an nn.Module (or callable) x -> energy")
+        if energy_net is None:
+            hidden_dims = checks.dims("hidden_dims", hidden_dims)
+        self.base_scale = base_scale
         self.energy_net = energy_net if energy_net is not None else energy_mlp(self.x_shape, hidden_dims)
 
     @property
@@ -190,9 +182,7 @@ class GaussianEBM(Model):
 
     def __init__(self, x_dim: int = 2, mean: torch.Tensor | None = None, covariance: torch.Tensor | None = None) -> None:
         super().__init__()
-        if not isinstance(x_dim, int) or isinstance(x_dim, bool) or x_dim < 1:
-            raise ValueError(f"x_dim: expected a positive int, got {x_dim!r}")
-        self.x_dim = x_dim
+        self.x_dim = x_dim = checks.positive_int("x_dim", x_dim)
         self.mu = nn.Parameter(torch.zeros(x_dim))
         self.log_diag = nn.Parameter(torch.zeros(x_dim))
         self.lower = nn.Parameter(torch.zeros(x_dim, x_dim))  # only the strict lower triangle is used
@@ -303,14 +293,14 @@ class ClassifierEBM(Model):
 
     def __init__(self, classifier: nn.Module | None = None, num_classes: int = 2, x_dim=None, hidden_dims: Sequence[int] = (64, 64)) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+        num_classes = checks.int_at_least("num_classes", num_classes, 2)
         if x_dim is None:
             raise ValueError("x_dim: the data's shape is needed (an int, or a tuple such as (1, 28, 28))")
         self.x_shape = _event_shape("x_dim", x_dim)
         self.num_classes = num_classes
-        if classifier is not None and not callable(classifier):
-            raise TypeError(f"classifier: expected an nn.Module x -> logits, got {type(classifier).__name__}")
+        checks.callable_or_none("classifier", classifier, "an nn.Module x -> logits")
+        if classifier is None:
+            hidden_dims = checks.dims("hidden_dims", hidden_dims)
         self.classifier = classifier if classifier is not None else energy_mlp(self.x_shape, hidden_dims, out_dim=num_classes)
 
     def example_inputs(self, batch_size: int = 2) -> tuple:
@@ -333,11 +323,13 @@ class ClassifierEBM(Model):
         return self.logits(x).argmax(-1)
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        logits = self.logits(x)
-        uniform = torch.zeros(self.num_classes, dtype=logits.dtype, device=logits.device)
+        # The generative story in order: x under the flat measure, y under the uniform one,
+        # then the potential f(x)[y], computed from the site's value.
+        uniform = torch.zeros(self.num_classes, dtype=x.dtype if x.is_floating_point() else torch.get_default_dtype(), device=x.device)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", _flat_measure(self.x_shape, x), obs=x)
+            x = pyro.sample("x", _flat_measure(self.x_shape, x), obs=x)
             y = pyro.sample("y", dist.Categorical(logits=uniform), obs=y)
+            logits = self.logits(x)
             chosen = nn.functional.one_hot(y.long(), self.num_classes).to(logits.dtype)
             pyro.factor("logit", (logits * chosen).sum(-1))
 

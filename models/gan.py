@@ -14,6 +14,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from models import checks
 from models.nets import MLP
 from models.registry import register
 from pgm import Model
@@ -41,6 +42,10 @@ class GAN(Model):
         discriminator: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        x_dim, z_dim = checks.positive_int("x_dim", x_dim), checks.positive_int("z_dim", z_dim)
+        hidden_dims = checks.dims("hidden_dims", hidden_dims)
+        checks.callable_or_none("generator", generator)
+        checks.callable_or_none("discriminator", discriminator)
         self.x_dim, self.z_dim = x_dim, z_dim
         self.generator = generator if generator is not None else MLP(z_dim, hidden_dims, x_dim)
         self.discriminator = discriminator if discriminator is not None else MLP(x_dim, hidden_dims, 1)

@@ -11,6 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from models import checks
+
 __all__ = [
     "MLP",
     "GaussianEncoder",
@@ -41,9 +43,15 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int | Sequence[int], activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.heads = tuple(out_dim) if isinstance(out_dim, (tuple, list)) else None
-        total = sum(self.heads) if self.heads else int(out_dim)
-        dims = [int(in_dim), *map(int, hidden_dims)]
+        in_dim = checks.positive_int("in_dim", in_dim)
+        hidden_dims = checks.dims("hidden_dims", hidden_dims)
+        if isinstance(out_dim, (tuple, list)):
+            self.heads = checks.dims("out_dim", out_dim, min_len=1)
+        else:
+            self.heads, out_dim = None, checks.positive_int("out_dim", out_dim)
+        _check_activation(activation)
+        total = sum(self.heads) if self.heads else out_dim
+        dims = [in_dim, *hidden_dims]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), activation()]
@@ -71,16 +79,18 @@ def positive(raw: torch.Tensor, kind: str = "softplus", min_value: float = 1e-4)
 
 
 def _check_scale_kind(scale: str) -> str:
-    if scale not in ("softplus", "exp"):
-        raise ValueError(f"scale: expected 'softplus' or 'exp', got {scale!r}")
-    return scale
+    return checks.one_of("scale", scale, ("softplus", "exp"))
+
+
+def _check_activation(activation) -> None:
+    if not callable(activation):
+        raise checks.ArgumentTypeError(
+            f"activation: expected an nn.Module class (e.g. nn.ReLU), got {activation!r} ({type(activation).__name__})"
+        )
 
 
 def _shape(arg: str, value) -> tuple[int, ...]:
-    shape = (int(value),) if isinstance(value, int) else tuple(int(v) for v in value)
-    if not shape or any(v < 1 for v in shape):
-        raise ValueError(f"{arg}: expected a positive int or a tuple of positive ints, got {value!r}")
-    return shape
+    return checks.shape(arg, value)
 
 
 def _image_shape(arg: str, value) -> tuple[int, int, int]:
@@ -152,7 +162,8 @@ class GaussianEncoder(nn.Module):
     def __init__(self, in_shape, z_dim: int, hidden_dims: Sequence[int] = (400,), *, scale: str = "softplus", min_scale: float = 1e-4, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.in_shape = _shape("in_shape", in_shape)
-        self.z_dim, self.scale, self.min_scale = int(z_dim), _check_scale_kind(scale), float(min_scale)
+        self.z_dim, self.scale = checks.positive_int("z_dim", z_dim), _check_scale_kind(scale)
+        self.min_scale = checks.finite_float("min_scale", min_scale, nonnegative=True)
         in_dim = 1
         for v in self.in_shape:
             in_dim *= v
@@ -180,9 +191,11 @@ class ConvGaussianEncoder(nn.Module):
     def __init__(self, in_shape, z_dim: int, channels: Sequence[int] = (32, 64), *, scale: str = "softplus", min_scale: float = 1e-4, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.in_shape = _image_shape("in_shape", in_shape)
-        channels = tuple(int(c) for c in channels)
+        channels = checks.dims("channels", channels, min_len=1)
+        _check_activation(activation)
         h, w = conv_grid_shape(self.in_shape, len(channels))
-        self.z_dim, self.scale, self.min_scale = int(z_dim), _check_scale_kind(scale), float(min_scale)
+        self.z_dim, self.scale = checks.positive_int("z_dim", z_dim), _check_scale_kind(scale)
+        self.min_scale = checks.finite_float("min_scale", min_scale, nonnegative=True)
         self.features = _conv_stack(self.in_shape[0], channels, activation)
         self.head = nn.Linear(channels[-1] * h * w, 2 * self.z_dim)
 
@@ -208,7 +221,8 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, z_dim: int, out_shape, hidden_dims: Sequence[int] = (400,), *, num_params: int = 1, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.z_dim, self.out_shape, self.num_params = int(z_dim), _shape("out_shape", out_shape), int(num_params)
+        self.z_dim, self.out_shape = checks.positive_int("z_dim", z_dim), _shape("out_shape", out_shape)
+        self.num_params = checks.positive_int("num_params", num_params)
         out_dim = self.num_params
         for v in self.out_shape:
             out_dim *= v
@@ -232,8 +246,10 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, z_dim: int, out_shape, channels: Sequence[int] = (64, 32), *, num_params: int = 1, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.z_dim, self.out_shape, self.num_params = int(z_dim), _image_shape("out_shape", out_shape), int(num_params)
-        channels = tuple(int(c) for c in channels)
+        self.z_dim, self.out_shape = checks.positive_int("z_dim", z_dim), _image_shape("out_shape", out_shape)
+        self.num_params = checks.positive_int("num_params", num_params)
+        channels = checks.dims("channels", channels, min_len=1)
+        _check_activation(activation)
         self.grid = (channels[0], *conv_grid_shape(self.out_shape, len(channels)))
         self.project = nn.Sequential(nn.Linear(self.z_dim, self.grid[0] * self.grid[1] * self.grid[2]), activation())
         self.deconv = _deconv_stack(channels, self.out_shape[0] * self.num_params, activation)
@@ -258,8 +274,8 @@ class GridEncoder(nn.Module):
     def __init__(self, in_shape, num_latents: int, code_dim: int, hidden_dims: Sequence[int] = (400,), activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.in_shape = _shape("in_shape", in_shape)
-        self.grid_shape = (int(num_latents),)
-        self.code_dim = int(code_dim)
+        self.grid_shape = (checks.positive_int("num_latents", num_latents),)
+        self.code_dim = checks.positive_int("code_dim", code_dim)
         in_dim = 1
         for v in self.in_shape:
             in_dim *= v
@@ -279,8 +295,9 @@ class GridDecoder(nn.Module):
 
     def __init__(self, num_latents: int, code_dim: int, out_shape, hidden_dims: Sequence[int] = (400,), *, num_params: int = 1, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.grid_shape, self.code_dim = (int(num_latents),), int(code_dim)
-        self.out_shape, self.num_params = _shape("out_shape", out_shape), int(num_params)
+        self.grid_shape = (checks.positive_int("num_latents", num_latents),)
+        self.code_dim = checks.positive_int("code_dim", code_dim)
+        self.out_shape, self.num_params = _shape("out_shape", out_shape), checks.positive_int("num_params", num_params)
         out_dim = self.num_params
         for v in self.out_shape:
             out_dim *= v
@@ -303,9 +320,10 @@ class ConvGridEncoder(nn.Module):
     def __init__(self, in_shape, code_dim: int, channels: Sequence[int] = (32, 64), activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.in_shape = _image_shape("in_shape", in_shape)
-        channels = tuple(int(c) for c in channels)
+        channels = checks.dims("channels", channels, min_len=1)
+        _check_activation(activation)
         self.grid_shape = conv_grid_shape(self.in_shape, len(channels))
-        self.code_dim = int(code_dim)
+        self.code_dim = checks.positive_int("code_dim", code_dim)
         self.net = nn.Sequential(_conv_stack(self.in_shape[0], channels, activation), nn.Conv2d(channels[-1], self.code_dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,8 +341,10 @@ class ConvGridDecoder(nn.Module):
 
     def __init__(self, code_dim: int, out_shape, channels: Sequence[int] = (64, 32), *, num_params: int = 1, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.out_shape, self.num_params, self.code_dim = _image_shape("out_shape", out_shape), int(num_params), int(code_dim)
-        channels = tuple(int(c) for c in channels)
+        self.out_shape, self.code_dim = _image_shape("out_shape", out_shape), checks.positive_int("code_dim", code_dim)
+        self.num_params = checks.positive_int("num_params", num_params)
+        channels = checks.dims("channels", channels, min_len=1)
+        _check_activation(activation)
         self.grid_shape = conv_grid_shape(self.out_shape, len(channels))
         self.net = nn.Sequential(
             nn.Conv2d(self.code_dim, channels[0], 3, padding=1),
@@ -353,9 +373,7 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, num_codes: int, code_dim: int):
         super().__init__()
-        if int(num_codes) < 1 or int(code_dim) < 1:
-            raise ValueError(f"num_codes, code_dim: expected positive ints, got {num_codes!r}, {code_dim!r}")
-        self.num_codes, self.code_dim = int(num_codes), int(code_dim)
+        self.num_codes, self.code_dim = checks.positive_int("num_codes", num_codes), checks.positive_int("code_dim", code_dim)
         self.codebook = nn.Parameter(torch.empty(self.num_codes, self.code_dim).uniform_(-1.0 / self.num_codes, 1.0 / self.num_codes))
 
     def distances(self, z_e: torch.Tensor) -> torch.Tensor:

@@ -37,16 +37,11 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import nn
 
+from models import checks
 from models.registry import register
 from pgm import Model
 
 __all__ = ["RBM", "GaussianRBM", "VisibleHidden"]
-
-
-def _check_dims(**dims) -> None:
-    for arg, value in dims.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{arg}: expected a positive int, got {value!r}")
 
 
 def _check_batch(arg: str, x, width: int) -> None:
@@ -63,7 +58,8 @@ class VisibleHidden(Model):
 
     def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01) -> None:
         super().__init__()
-        _check_dims(v_dim=v_dim, h_dim=h_dim)
+        v_dim, h_dim = checks.positive_int("v_dim", v_dim), checks.positive_int("h_dim", h_dim)
+        init_scale = checks.finite_float("init_scale", init_scale, nonnegative=True)
         self.v_dim, self.h_dim = v_dim, h_dim
         self.W = nn.Parameter(init_scale * torch.randn(v_dim, h_dim))
         self.b = nn.Parameter(torch.zeros(v_dim))
@@ -143,7 +139,7 @@ class _IndependentHidden:
 
 
 @register("rbm", v_dim=6, h_dim=4,
-          train=dict(settings=dict(h_dim=128), engine="pcd", data="digits", epochs=60, batch_size=64, lr=0.05))
+          train=dict(settings=dict(h_dim=128), engine="pcd", data="digits", epochs=80, batch_size=64, lr=2e-3))
 class RBM(_IndependentHidden, VisibleHidden):
     """Bernoulli-Bernoulli RBM with `v_dim` visible and `h_dim` hidden units.
 
@@ -205,7 +201,7 @@ class RBM(_IndependentHidden, VisibleHidden):
 
 
 @register("gaussian_rbm", v_dim=2, h_dim=8,
-          train=dict(settings=dict(h_dim=64), engine="pcd", data="moons", epochs=30, batch_size=128, lr=0.01))
+          train=dict(settings=dict(h_dim=64), engine="pcd", data="moons", epochs=30, batch_size=128, lr=2e-3))
 class GaussianRBM(_IndependentHidden, VisibleHidden):
     """Gaussian-Bernoulli RBM: `v_dim` real visible units, `h_dim` binary hidden units.
 
@@ -220,7 +216,7 @@ class GaussianRBM(_IndependentHidden, VisibleHidden):
 
     def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01, learn_sigma: bool = False) -> None:
         super().__init__(v_dim, h_dim, init_scale)
-        self.log_sigma = nn.Parameter(torch.zeros(v_dim), requires_grad=bool(learn_sigma))
+        self.log_sigma = nn.Parameter(torch.zeros(v_dim), requires_grad=checks.boolean("learn_sigma", learn_sigma))
 
     @property
     def sigma(self) -> torch.Tensor:

@@ -14,6 +14,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from models import checks
 from models.registry import register
 from pgm import Model
 
@@ -37,7 +38,7 @@ class _Gaussian3(Model):
         return pgm.data.own(self.name, x[:200], x[200:])
 
 
-@register("chain", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
+@register("chain", train=dict(engine="svi", data=None, epochs=500, batch_size=None, lr=0.02))
 class Chain(_Gaussian3):
     """a -> b -> c: c is observed per datum; a and b are latent, shared by the data."""
 
@@ -48,7 +49,7 @@ class Chain(_Gaussian3):
             return pyro.sample("c", self._normal(b), obs=c)
 
 
-@register("fork", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
+@register("fork", train=dict(engine="svi", data=None, epochs=500, batch_size=None, lr=0.02))
 class Fork(_Gaussian3):
     """b <- a -> c: a common cause; b and c observed per datum."""
 
@@ -59,7 +60,7 @@ class Fork(_Gaussian3):
             return pyro.sample("c", self._normal(a), obs=c)
 
 
-@register("collider", train=dict(engine="svi", data=None, epochs=1000, batch_size=None, lr=0.02))
+@register("collider", train=dict(engine="svi", data=None, epochs=500, batch_size=None, lr=0.02))
 class Collider(_Gaussian3):
     """a -> c <- b: a common effect; c observed."""
 
@@ -71,27 +72,45 @@ class Collider(_Gaussian3):
             return pyro.sample("c", self._normal(a + b), obs=c)
 
 
-@register("burglary", train=dict(data=None, epochs=1, batch_size=None))
+@register("burglary", train=dict(settings=dict(learnable=True), engine="mle", data=None, epochs=300, batch_size=None,
+                                 lr=0.05))
 class Burglary(Model):
     """Pearl's alarm network; `calls` is `(N, 2)`: whether John and Mary called.
 
     Probabilities are Russell & Norvig's (AIMA, figure 14.2): P(burglary)=0.001,
     P(earthquake)=0.002, P(alarm | b, e) = 0.95, 0.94, 0.29, 0.001, P(john | alarm) = 0.90 / 0.05,
     P(mary | alarm) = 0.70 / 0.01. The latent sites are binary, so `log_prob` is exact by
-    enumeration.
+    enumeration. With `learnable=True` the probabilities are parameters (logits, starting at
+    AIMA's values) that maximum likelihood fits to observed calls.
 
     >>> m = Burglary()
     >>> round(float(m.log_prob(torch.tensor([[1., 1.]])).exp()), 6)  # P(john, mary), AIMA: 0.002084
     0.002084
     """
 
-    def __init__(self) -> None:
+    def __init__(self, learnable: bool = False) -> None:
         super().__init__()
-        self.register_buffer("p_alarm", torch.tensor([[0.001, 0.29], [0.94, 0.95]]))  # [burglary, earthquake]
-        self.register_buffer("p_john", torch.tensor([0.05, 0.90]))
-        self.register_buffer("p_mary", torch.tensor([0.01, 0.70]))
-        self.register_buffer("p_burglary", torch.tensor(0.001))
-        self.register_buffer("p_earthquake", torch.tensor(0.002))
+        if not isinstance(learnable, bool):
+            raise TypeError(f"learnable: expected True or False, got {learnable!r}")
+        tables = {
+            "alarm": [[0.001, 0.29], [0.94, 0.95]],  # [burglary, earthquake]
+            "john": [0.05, 0.90],
+            "mary": [0.01, 0.70],
+            "burglary": 0.001,
+            "earthquake": 0.002,
+        }
+        for name, table in tables.items():
+            logit = torch.logit(torch.tensor(table, dtype=torch.float64)).to(torch.get_default_dtype())
+            if learnable:
+                setattr(self, f"logit_{name}", torch.nn.Parameter(logit))
+            else:
+                self.register_buffer(f"logit_{name}", logit)
+
+    p_alarm = property(lambda self: torch.sigmoid(self.logit_alarm))
+    p_john = property(lambda self: torch.sigmoid(self.logit_john))
+    p_mary = property(lambda self: torch.sigmoid(self.logit_mary))
+    p_burglary = property(lambda self: torch.sigmoid(self.logit_burglary))
+    p_earthquake = property(lambda self: torch.sigmoid(self.logit_earthquake))
 
     def example_inputs(self, batch_size: int = 2) -> tuple:
         return (torch.zeros(batch_size, 2, dtype=self.dtype, device=self.device),)
@@ -113,7 +132,8 @@ class Burglary(Model):
             pyro.sample("mary_calls", dist.Bernoulli(self.p_mary[a.long()]), obs=None if calls is None else calls[..., 1])
 
 
-@register("eight_schools", train=dict(engine="nuts", data=None, epochs=1, batch_size=None))
+@register("eight_schools", train=dict(engine="nuts", engine_settings=dict(num_samples=400, warmup_steps=300), data=None, epochs=1,
+                     batch_size=None))
 class EightSchools(Model):
     """Hierarchical normal model: mu ~ N(0, 5), tau ~ HalfCauchy(5), theta_j ~ N(mu, tau),
     y_j ~ N(theta_j, sigma_j) for J schools with known standard errors `sigma` (default: the
@@ -121,7 +141,13 @@ class EightSchools(Model):
 
     def __init__(self, sigma=(15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)) -> None:
         super().__init__()
-        self.register_buffer("sigma", torch.as_tensor(sigma, dtype=torch.get_default_dtype()))
+        try:
+            values = torch.as_tensor(sigma, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise checks.ArgumentTypeError(f"sigma: expected a sequence of positive standard errors, got {sigma!r}") from error
+        if values.dim() != 1 or values.numel() == 0 or not bool(torch.isfinite(values).all() and (values > 0).all()):
+            raise ValueError(f"sigma: expected a non-empty sequence of positive finite standard errors, got {sigma!r}")
+        self.register_buffer("sigma", values)
 
     def example_inputs(self, batch_size: int | None = None) -> tuple:
         return (torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=self.dtype, device=self.device),)
@@ -150,7 +176,8 @@ class MatrixFactorization(Model):
 
     def __init__(self, num_users: int, num_items: int, rank: int = 2, noise: float = 1.0) -> None:
         super().__init__()
-        self.num_users, self.num_items, self.rank, self.noise = num_users, num_items, rank, noise
+        self.num_users, self.num_items = checks.positive_int("num_users", num_users), checks.positive_int("num_items", num_items)
+        self.rank, self.noise = checks.positive_int("rank", rank), checks.finite_float("noise", noise, positive=True)
 
     def example_inputs(self, batch_size: int | None = None) -> tuple:
         return (torch.zeros(self.num_users, self.num_items, dtype=self.dtype, device=self.device),)

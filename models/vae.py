@@ -24,6 +24,7 @@ import pyro.distributions.transforms as T
 import torch
 from torch import nn
 
+from models import checks
 from models.nets import ConvDecoder, ConvGaussianEncoder, GaussianEncoder, MLPDecoder, positive
 from models.registry import register
 from pgm import Model
@@ -61,15 +62,15 @@ class Likelihood(nn.Module):
         super().__init__()
         if name not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {sorted(LIKELIHOODS)}, got {name!r}")
-        self.kind, self.x_shape, self.min_scale = name, tuple(int(v) for v in x_shape), float(min_scale)
+        self.kind, self.x_shape = name, checks.shape("x_shape", x_shape)
+        self.min_scale = checks.finite_float("min_scale", min_scale, nonnegative=True)
         self.scale_mode: str | None = None
         self.num_params = 1
         if name in ("gaussian", "laplace"):
             if isinstance(scale, (int, float)) and not isinstance(scale, bool):
-                if not scale > 0:
-                    raise ValueError(f"likelihood_scale: a fixed scale must be positive, got {scale!r}")
+                scale = checks.finite_float("likelihood_scale", scale, positive=True)
                 self.scale_mode = "fixed"
-                self.register_buffer("fixed_scale", torch.tensor(float(scale)))
+                self.register_buffer("fixed_scale", torch.tensor(scale))
             elif scale == "learned":
                 self.scale_mode = "learned"
                 # softplus(0.5413) = 1.0: start at unit scale.
@@ -82,9 +83,9 @@ class Likelihood(nn.Module):
         elif name == "beta":
             self.num_params = 2
         elif name == "categorical":
-            if not isinstance(num_categories, int) or num_categories < 2:
-                raise ValueError(f"num_categories: the categorical likelihood needs an int >= 2, got {num_categories!r}")
-            self.num_params = num_categories
+            if num_categories is None:
+                raise ValueError("num_categories: the categorical likelihood needs an int >= 2, got None")
+            self.num_params = checks.int_at_least("num_categories", num_categories, 2)
 
     def _split(self, params: torch.Tensor) -> list[torch.Tensor]:
         k = len(self.x_shape)
@@ -191,18 +192,19 @@ class VAE(Model):
     ) -> None:
         super().__init__()
         self.x_shape = _resolve_shape(x_dim, x_shape)
-        if not isinstance(z_dim, int) or isinstance(z_dim, bool) or z_dim < 1:
-            raise ValueError(f"z_dim: expected a positive int, got {z_dim!r}")
+        z_dim = checks.positive_int("z_dim", z_dim)
         if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {sorted(LIKELIHOODS)}, got {likelihood!r}")
+        conv = checks.boolean("conv", conv)
+        encoder_scale = checks.one_of("encoder_scale", encoder_scale, ("softplus", "exp"))
         self.z_dim = z_dim
         self.x_dim = math.prod(self.x_shape)
         self.likelihood = Likelihood(likelihood, self.x_shape, scale=likelihood_scale, num_categories=num_categories)
         num_params = self.likelihood.num_params
-        hidden_dims = tuple(int(h) for h in hidden_dims)
+        hidden_dims = checks.dims("hidden_dims", hidden_dims)
         if conv and len(self.x_shape) != 3:
             raise ValueError(f"conv: convolutional networks need x_shape=(C, H, W), got x_shape={self.x_shape}")
-        channels = tuple(int(c) for c in channels)
+        channels = checks.dims("channels", channels, min_len=1)
         if encoder is None:
             encoder = (
                 ConvGaussianEncoder(self.x_shape, z_dim, channels, scale=encoder_scale)
@@ -225,12 +227,14 @@ class VAE(Model):
         self.posterior_flow = _posterior_flow(flow, z_dim, flow_layers, flow_hidden_dims)
         if self.posterior_flow is not None:
             flow = None
-        if flow is not None and (not isinstance(flow, int) or isinstance(flow, bool) or flow < 0):
-            raise ValueError(f"flow: expected a number of IAF layers (int >= 0), a flow family name or a models.Flow, got {flow!r}")
+        if flow is not None:
+            flow = checks.int_at_least("flow", flow, 0)
+        if flow_hidden_dims is not None:
+            flow_hidden_dims = checks.dims("flow_hidden_dims", flow_hidden_dims, min_len=1)
         if flow:
             if z_dim < 2:
                 raise ValueError("flow: IAF layers need z_dim >= 2 (an autoregressive transform of one dim is affine)")
-            hidden = None if flow_hidden_dims is None else [int(h) for h in flow_hidden_dims]
+            hidden = None if flow_hidden_dims is None else list(flow_hidden_dims)
             for _ in range(flow):
                 self.flows.append(T.affine_autoregressive(z_dim, hidden_dims=hidden))
 
@@ -340,15 +344,11 @@ def _resolve_shape(x_dim, x_shape) -> tuple[int, ...]:
     if x_shape is None and x_dim is None:
         raise ValueError("x_dim, x_shape: give the data's size, x_dim=D for vectors or x_shape=(C, H, W)")
     if x_shape is not None:
-        shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(int(v) for v in x_shape)
-        if not shape or any(v < 1 for v in shape):
-            raise ValueError(f"x_shape: expected a tuple of positive ints, got {x_shape!r}")
-        if x_dim is not None and int(x_dim) != math.prod(shape):
+        shape = checks.shape("x_shape", x_shape)
+        if x_dim is not None and checks.positive_int("x_dim", x_dim) != math.prod(shape):
             raise ValueError(f"x_dim, x_shape: x_dim={x_dim} does not match x_shape={shape} ({math.prod(shape)} values)")
         return shape
-    if not isinstance(x_dim, int) or isinstance(x_dim, bool) or x_dim < 1:
-        raise ValueError(f"x_dim: expected a positive int, got {x_dim!r}")
-    return (x_dim,)
+    return (checks.positive_int("x_dim", x_dim),)
 
 
 def _resolve_prior(prior, z_dim: int):

@@ -31,6 +31,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from models import checks
 from models.nets import ConvGridDecoder, ConvGridEncoder, GridDecoder, GridEncoder, VectorQuantizer
 from models.registry import register
 from models.vae import LIKELIHOODS, Likelihood, _resolve_shape
@@ -82,19 +83,18 @@ class VQVAE(Model):
         super().__init__()
         self.x_shape = _resolve_shape(x_dim, x_shape)
         self.x_dim = math.prod(self.x_shape)
-        for arg, value in (("num_codes", num_codes), ("code_dim", code_dim), ("num_latents", num_latents)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg}: expected a positive int, got {value!r}")
+        num_codes, code_dim = checks.positive_int("num_codes", num_codes), checks.positive_int("code_dim", code_dim)
+        num_latents = checks.positive_int("num_latents", num_latents)
         if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {sorted(LIKELIHOODS)}, got {likelihood!r}")
-        if not (isinstance(commitment, (int, float)) and commitment >= 0):
-            raise ValueError(f"commitment: expected a non-negative weight, got {commitment!r}")
+        commitment = checks.finite_float("commitment", commitment, nonnegative=True)
+        conv = checks.boolean("conv", conv)
         if conv and len(self.x_shape) != 3:
             raise ValueError(f"conv: convolutional networks need x_shape=(C, H, W), got x_shape={self.x_shape}")
         self.num_codes, self.code_dim, self.commitment = num_codes, code_dim, float(commitment)
         self.likelihood = Likelihood(likelihood, self.x_shape, scale=likelihood_scale, num_categories=num_categories)
-        channels = tuple(int(c) for c in channels)
-        hidden_dims = tuple(int(h) for h in hidden_dims)
+        channels = checks.dims("channels", channels, min_len=1)
+        hidden_dims = checks.dims("hidden_dims", hidden_dims)
         num_params = self.likelihood.num_params
         if encoder is None:
             encoder = (

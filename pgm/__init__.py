@@ -7,12 +7,13 @@
 
 import importlib
 
-from pgm.extract import UNIT_LIMIT, graph_of
+from pgm.extract import UNIT_LIMIT, GraphExtractionWarning, graph_of
 from pgm.graph import GraphicalModel, Independence
 from pgm.model import Model
 from pgm.program import ProgramError
 
-__all__ = ["Model", "GraphicalModel", "Independence", "ProgramError", "graph_of", "UNIT_LIMIT", "data", "pictures"]
+__all__ = ["Model", "GraphicalModel", "Independence", "ProgramError", "GraphExtractionWarning", "graph_of", "UNIT_LIMIT",
+           "data", "pictures"]
 __version__ = "0.1.0"
 
 

@@ -334,10 +334,11 @@ def _pictures(model, history, data, out: Path, num_samples: int, engine=None) ->
 
     if len(history):
         history.plot(out / "loss.png")
-    pgm.graph_of(model).draw(out / "graph.png", title=type(model).__name__)
-    dim = math.prod(data.train.shape[1:])
+    train = data.train[-1] if isinstance(data.train, tuple) else data.train
+    pgm.graph_of(model, data_size=len(train)).draw(out / "graph.png", title=type(model).__name__)
+    dim = math.prod(train.shape[1:])
     n = max(num_samples, 1000) if dim == 2 else min(num_samples, 256)
-    _write_samples(model, n, out / "samples.png", data=data.train, engine=engine)
+    _write_samples(model, n, out / "samples.png", data=train, engine=engine)
 
 
 def _pretrain(model, data, engine_name: str, settings: dict[str, Any], config: dict, args, run):

@@ -12,7 +12,7 @@ digraph "Chain" {
   "a" [label="a"];
   "b" [label="b"];
   subgraph cluster_data {
-    label="data (2)"; labeljust=r; labelloc=b; style=rounded;
+    label="N"; labeljust=r; labelloc=b; style=rounded;
     "c" [label="c", style=filled, fillcolor="#bfbfbf"];
   }
   "a" -> "b";
@@ -72,8 +72,9 @@ def to_dot(g) -> str:
         children = sorted(p for p in paths if len(p) == len(path) + 1 and p[: len(path)] == path)
         for child in children:
             plate = child[-1]
-            size = plates.get(plate, {}).get("size")
-            label = f"{plate} ({size})" if size is not None else plate
+            from pgm.draw import _plate_label
+
+            label = _plate_label(plate, plates.get(plate, {}))
             out.append(f"{indent}subgraph {_cluster_id(child)} {{")
             out.append(f"{indent}  label={_quote(label)}; labeljust=r; labelloc=b; style=rounded;")
             emit(child, depth + 1, out)

@@ -41,6 +41,7 @@ __all__ = [
     "draw",
     "layout_positions",
     "LAYOUTS",
+    "UNIT_DRAW_LIMIT",
     "SAVE_SUFFIXES",
     "OBSERVED_COLOR",
     "LATENT_COLOR",
@@ -65,12 +66,16 @@ PLATE_COLOR = "#333333"
 
 #: File suffixes `draw(path=...)` accepts; the suffix picks the format.
 SAVE_SUFFIXES = (".png", ".svg", ".pdf")
+#: Most units a unit-level graph may have for `draw` to lay it out itself (more are refused
+#: with a hint to draw the site level; an explicit `layout=` draws them anyway).
+UNIT_DRAW_LIMIT = 64
 #: Layout names `draw(layout=...)` accepts (or pass a dict of positions).
 LAYOUTS = ("auto", "layered", "bipartite", "spring", "kamada_kawai", "circular")
 
 # Geometry, in units of the spacing between neighbouring nodes of a layout.
 _SEP = 1.0  # distance between neighbouring nodes in a row and between rows
 _PLATE_PAD = 0.15  # gap between a plate's contents and its outline
+_SLANT = 0.42  # unit level: least row gap per unit of an edge's horizontal run
 _LABEL_BAND = 0.22  # height of the strip of a plate that holds its label
 _MARGIN = 0.12  # around the whole picture
 _INCHES_PER_UNIT = 0.85  # picture scale when draw() sizes the figure itself
@@ -137,10 +142,21 @@ def draw(
         if not ok or not all(isinstance(v, (int, float)) and v > 0 for v in figsize):
             raise ValueError(f"figsize: expected (width, height) in inches, both positive, got {figsize!r}")
 
+    if g.level == "unit" and (layout is None or layout == "auto"):
+        units = sum(1 for n in g.nodes if g.nodes[n]["kind"] != "factor")
+        if units > UNIT_DRAW_LIMIT:
+            raise ValueError(
+                f"g: a unit-level graph of {units} units (more than {UNIT_DRAW_LIMIT}) makes no readable "
+                "figure; draw the site-level graph (pgm.graph_of(model) / `pgm draw` without --units), "
+                "or a smaller model (e.g. `--set x_dim=4`), or pass layout= to draw it anyway"
+            )
     pos, unit = _positions(g, layout)
     # Two rows (an RBM): edges cross between the rows, straight, as in the textbook figures.
     two_rows = len({round(y, 6) for _, y in pos.values()}) <= 2 and not g.directed_edges
-    scene = _Scene(g, pos, unit, node_size, show_plates, bend=not two_rows)
+    # Unit-level factor graphs keep straight edges: arcs around the many squares would leave
+    # the plates (an edge then runs from a square to its unit, as in the textbook figures).
+    straight = two_rows or (g.level == "unit" and g.view == "factor_graph")
+    scene = _Scene(g, pos, unit, node_size, show_plates, bend=not straight)
 
     created = ax is None
     if created:
@@ -220,6 +236,11 @@ def _positions(g, layout) -> tuple[dict[str, tuple[float, float]], float]:
     if layout == "auto":
         layout = _auto_layout(g)
     if layout == "layered":
+        if g.view == "factor_graph":
+            return _layered(g, _orient(g), _factor_layers(g)), 1.0
+        chain = _chain_positions(g)
+        if chain is not None:
+            return chain, 1.0
         return _layered(g, _orient(g)), 1.0
     if layout == "bipartite":
         rows = _bipartite_rows(g)
@@ -335,13 +356,84 @@ def _orient(g) -> nx.DiGraph:
     for i, gen in enumerate(nx.topological_generations(h)):
         for n in gen:
             depth[n] = i
+    # In a chain graph (a DBN), of two nodes joined by an undirected edge the one with a longer
+    # directed path below it goes lower: the top RBM's layers stack above the directed ones.
+    height = _heights(nx.DiGraph(g.directed_edges)) if g.directed_edges else {}
     order = {n: i for i, n in enumerate(g.nodes)}
-    key = lambda n: (depth[n], order[n])  # noqa: E731
+    observed = {n for n in g.nodes if g.nodes[n]["kind"] == "observed"}
+    key = lambda n: (height.get(n, 0), depth[n], n in observed, order[n])  # noqa: E731  (observed lower)
     for u, v in undirected:
         if frozenset((u, v)) in done:
             continue
         h.add_edge(*((u, v) if key(u) < key(v) else (v, u)))
     return h
+
+
+def _heights(dg: nx.DiGraph) -> dict[str, int]:
+    """Length of the longest directed path starting at each node."""
+    height = {}
+    for n in reversed(list(nx.topological_sort(dg))):
+        height[n] = 1 + max((height[c] for c in dg.successors(n)), default=-1)
+    return height
+
+
+def _factor_layers(g) -> dict[str, int]:
+    """Layers of a factor graph: the variables layered as their own graph would be (parents
+    above children, an RBM's observed side at the bottom, a DBN's top layers above), each
+    conditional's square just above its child, each potential's square between the layers of
+    its scope (a pairwise weight between its two units), a unary potential's square above its
+    unit in the top layer, below it otherwise."""
+    from pgm.graph import GraphicalModel
+
+    ug = _undirected(g)
+    factors = [n for n in g.nodes if g.nodes[n]["kind"] == "factor"]
+    variables = [n for n in g.nodes if g.nodes[n]["kind"] != "factor"]
+    directed, pairs, scopes = [], set(), {}
+    for f in factors:
+        scope = list(ug.neighbors(f))
+        scopes[f] = scope
+        child = _factor_child(g, f, scope)
+        if child is not None:
+            directed += [(p, child) for p in scope if p != child]
+        else:
+            pairs.update(tuple(sorted(e)) for e in __import__("itertools").combinations(scope, 2))
+    inner = GraphicalModel({n: dict(g.nodes[n]) for n in variables}, directed, sorted(pairs), level=g.level)
+    rows = _bipartite_rows(inner) if not directed and pairs and _looks_like_rbm(inner) else None
+    if rows is None and not directed and g.level == "unit":
+        # Units of a Markov network with lateral interactions (a Boltzmann machine): one row
+        # per site, latent sites on top in program order, observed ones at the bottom.
+        site = {n: g.nodes[n].get("site", n) for n in variables}
+        sites = list(dict.fromkeys(site[n] for n in variables))
+        observed = {site[n] for n in variables if g.nodes[n]["kind"] == "observed"}
+        ranked = [s for s in sites if s not in observed] + [s for s in sites if s in observed]
+        rows = {n: ranked.index(site[n]) for n in variables}
+    h = _orient(inner)
+    if rows is not None:
+        layer = dict(rows)
+    else:
+        layer = {}
+        for i, gen in enumerate(nx.topological_generations(h)):
+            for n in gen:
+                layer[n] = i
+        for n in variables:
+            if h.in_degree(n) == 0 and h.out_degree(n) > 0:
+                layer[n] = min(layer[c] for c in h.successors(n)) - 1
+    top = min(layer.values(), default=0)
+    out = {n: 2 * layer[n] for n in variables}
+    for f in factors:
+        scope = scopes[f]
+        child = _factor_child(g, f, scope)
+        if child is not None:
+            out[f] = 2 * layer[child] - 1
+        elif not scope:
+            out[f] = 2 * top - 1
+        else:
+            lo, hi = min(layer[v] for v in scope), max(layer[v] for v in scope)
+            if hi > lo:
+                out[f] = 2 * lo + 1
+            else:
+                out[f] = 2 * lo - 1 if lo == top else 2 * lo + 1
+    return out
 
 
 def _plate_ranks(g) -> tuple[dict[str, int], dict[str, list[str]]]:
@@ -504,12 +596,72 @@ def _layered(g, h: nx.DiGraph, layer: dict[str, int] | None = None) -> dict[str,
     for lo_, hi_ in spans.values():
         ends[hi_] += 1
         begins[lo_] += 1
+    # At unit level, rows joined by long slanted edges move apart until an edge clears the
+    # nodes next to its ends (rather than bending around them, out of the plates).
+    reach = [0.0] * nlayers
+    if g.level == "unit":
+        for u, v in h.edges:
+            lo_, hi_ = sorted((layer[u], layer[v]))
+            if hi_ == lo_ + 1:
+                reach[hi_] = max(reach[hi_], abs(x[u] - x[v]))
     ys = [0.0]
     for lyr in range(1, nlayers):
         step = _SEP + ends[lyr - 1] * (2 * _PLATE_PAD + _LABEL_BAND) + begins[lyr] * 2 * _PLATE_PAD
+        step = max(step, min(_SLANT * reach[lyr], 4 * _SEP))
         ys.append(ys[-1] - step)
     shift = (min(x.values()) + max(x.values())) / 2
     return {n: (x[n] - shift, ys[layer[n]]) for n in nodes}
+
+
+#: Shortest directed path drawn left to right (a Markov chain: an HMM, a diffusion chain).
+CHAIN_MIN = 4
+
+
+def _chain_positions(g) -> dict[str, tuple[float, float]] | None:
+    """Left-to-right positions for a DAG whose backbone is a long Markov chain (an HMM's
+    hidden states, a diffusion model's x_T ... x_0): the chain along a row, each other node
+    in the column of the one chain node it hangs from, parents above and children below.
+    None when the graph is not of that shape (then it is layered top to bottom)."""
+    if g.undirected_edges or not g.directed_edges or g.view == "factor_graph":
+        return None
+    dg = nx.DiGraph()
+    dg.add_nodes_from(g.nodes)
+    dg.add_edges_from(g.directed_edges)
+    # The backbone: the longest path of unobserved nodes (an HMM's states), continued into a
+    # single observed end when nothing else hangs from the chain (a diffusion chain's x_0).
+    hidden = [n for n in g.nodes if g.nodes[n]["kind"] != "observed"]
+    path = nx.dag_longest_path(dg.subgraph(hidden)) if hidden else []
+    if len(path) < CHAIN_MIN:
+        path = nx.dag_longest_path(dg)
+    if len(path) < CHAIN_MIN:
+        return None
+    hanging = [c for n in path[:-1] for c in dg.successors(n) if c not in path]
+    ends = list(dg.successors(path[-1]))
+    if not hanging and len(ends) == 1 and dg.in_degree(ends[0]) == 1:
+        path = path + ends
+    on_path = set(path)
+    # The backbone must be a chain: consecutive nodes joined, no shortcut edges along it.
+    if any(dg.has_edge(a, b) for i, a in enumerate(path) for b in path[i + 2:]):
+        return None
+    plates = {tuple(g.nodes[n].get("plates", ())) for n in g.nodes}
+    if len(plates) > 1:
+        return None
+    column = {n: i for i, n in enumerate(path)}
+    pos = {n: (float(i), 0.0) for i, n in enumerate(path)}
+    stacks: dict[tuple[int, int], int] = {}
+    for n in g.nodes:
+        if n in on_path:
+            continue
+        children = [c for c in dg.successors(n) if c in on_path]
+        parents = [p for p in dg.predecessors(n) if p in on_path]
+        if len(children) + len(parents) != 1 or dg.degree(n) != 1:
+            return None
+        anchor, side = (parents[0], -1) if parents else (children[0], +1)
+        key = (column[anchor], side)
+        stacks[key] = stacks.get(key, 0) + 1
+        pos[n] = (float(column[anchor]), side * stacks[key] * _SEP)
+    shift = (len(path) - 1) / 2
+    return {n: (x - shift, y) for n, (x, y) in pos.items()}
 
 
 def _spread(desired: list[float], gaps: list[float]) -> list[float]:
@@ -651,6 +803,10 @@ class _Scene:
         for n in self.names:
             x, y = self.pos[n]
             text = str(n)
+            if self.g.nodes[n].get("potential") or (self.g.level == "unit" and self.kinds[n] == "factor"):
+                # unit-level factor squares (one per term or conditional) go unlabelled
+                self.node_labels[n] = (x, y, "", side, "center", "center")
+                continue
             if n in fits and fits[n] >= 0.7 * common:
                 self.node_labels[n] = (x, y, text, min(common, fits[n]), "center", "center")
                 continue
@@ -717,7 +873,7 @@ class _Scene:
                     box = _union(box, qbox)
             x0, y0, x1, y1 = box
             x0, y0, x1, y1 = x0 - self.pad, y0 - self.pad, x1 + self.pad, y1 + self.pad
-            label = _plate_label(p, self.g.plates.get(p, {}).get("size"))
+            label = _plate_label(p, self.g.plates.get(p, {}))
             m = 0.05 * self.unit
             w = _CHAR_WIDTH * self.plate_fontsize * len(label) / self.ppu + 2 * m
             best = None
@@ -727,6 +883,8 @@ class _Scene:
                 lx0, lx1 = (x1 - w, x1) if horiz == "right" else (x0, x0 + w)
                 rect = (lx0, ly0, lx1, ly1)
                 cost = 10 * sum(_overlap(rect, o) for o in placed) + sum(_overlap(rect, o) for o in obstacles)
+                cost += 0.01 * self.unit**2 * _points_in(self._edge_points, rect)
+                cost += 10 * sum(_crosses(rect, qbox) for q, qbox in boxes.items() if not mset[q] <= mset[p])
                 cost += 1e-6 * i * self.unit**2
                 if best is None or cost < best[0]:
                     best = (cost, corner, rect)
@@ -1008,10 +1166,30 @@ def _densify(paths, step: float) -> np.ndarray:
     return np.vstack(out)
 
 
-def _plate_label(name: str, size) -> str:
+def _plate_label(name: str, info) -> str:
+    """"N = 100" for a short name, "data (100)" otherwise; a plate whose size is a symbol (the
+    data plate of a model drawn without data) shows the symbol alone, as textbooks do."""
+    if not isinstance(info, Mapping):
+        info = {"size": info}
+    symbol, size = info.get("symbol"), info.get("size")
+    if symbol:
+        return str(symbol) if size is None else f"{symbol} = {size}"
     if size is None:
         return str(name)
     return f"{name} = {size}" if len(str(name)) <= 2 else f"{name} ({size})"
+
+
+def _points_in(points: np.ndarray, rect) -> int:
+    if not len(points):
+        return 0
+    x, y = points[:, 0], points[:, 1]
+    return int(((x > rect[0]) & (x < rect[2]) & (y > rect[1]) & (y < rect[3])).sum())
+
+
+def _crosses(rect, box) -> float:
+    """Area of `rect` that the outline of `box` runs through (0 if it is inside or outside)."""
+    inter = _overlap(rect, box)
+    return 0.0 if inter == 0 or inter == _overlap(rect, rect) else inter
 
 
 def _union(a, b):
@@ -1040,7 +1218,8 @@ def _new_figure(scene: _Scene, figsize, title, dpi, keep: bool):
         scene.fit(72 * inches)
         x0, y0, x1, y1 = scene.bounds()
         w, h = (x1 - x0) * inches, (y1 - y0) * inches
-        figsize = (max(w, _MIN_FIGURE_INCHES), max(h, _MIN_FIGURE_INCHES) + title_in)
+        title_w = 0.0 if title is None else len(str(title)) * _CHAR_WIDTH * 12 / 72 + 0.3  # 12 pt title
+        figsize = (max(w, _MIN_FIGURE_INCHES, title_w), max(h, _MIN_FIGURE_INCHES) + title_in)
     if keep:
         import matplotlib.pyplot as plt
 

@@ -227,7 +227,7 @@ class GraphicalModel:
                     rest = set(self.nodes) - given - {n}
                 if rest:
                     out.append(Independence(frozenset({n}), frozenset(rest), frozenset(given)))
-            return out
+            return _once(out)
         for a, b in itertools.combinations(self.nodes, 2):
             if self._dg.has_edge(a, b) or self._dg.has_edge(b, a) or self._ug.has_edge(a, b):
                 continue
@@ -238,15 +238,25 @@ class GraphicalModel:
 
     def factor_graph(self) -> "GraphicalModel":
         """The bipartite factor-graph view: one factor node per potential (`pyro.factor` site)
-        and per conditional of a directed site (`p(x | parents)`), joined to its scope. A
+        and per conditional of a directed site (`p(x | parents)`), joined to its scope. At unit
+        level a potential that splits into terms (`factors[f]["terms"]`: pairwise weights,
+        biases) gives one factor node per term, named `f(u,w)`. A
         parentless variable in the scope of a potential gets no unary `p(x)` node: its density
         is the base measure the potentials are defined against."""
         nodes = dict(self._dg.nodes(data=True))
         edges = []
         in_potentials = {v for spec in self.factors.values() for v in spec["scope"]}
         for name, spec in self.factors.items():
-            nodes[name] = {"kind": "factor", "dist": "factor", "event_shape": (), "plates": tuple(spec.get("plates", ()))}
-            edges += [(name, v) for v in spec["scope"]]
+            attrs = {"kind": "factor", "dist": "factor", "event_shape": (), "plates": tuple(spec.get("plates", ()))}
+            terms = spec.get("terms")
+            if not terms or (len(terms) == 1 and set(terms[0]) == set(spec["scope"])):
+                nodes[name] = attrs
+                edges += [(name, v) for v in spec["scope"]]
+                continue
+            for term in terms:  # a unit-level potential: one factor per term, on its units
+                fname = f"{name}({','.join(term)})"
+                nodes[fname] = {**attrs, "potential": name}
+                edges += [(fname, v) for v in term]
         for node, attrs in self._dg.nodes(data=True):
             if attrs["kind"] in ("factor", "parameter"):
                 continue
@@ -275,7 +285,10 @@ class GraphicalModel:
             },
             "directed_edges": sorted([list(e) for e in self.directed_edges]),
             "undirected_edges": sorted([list(e) for e in self.undirected_edges]),
-            "plates": {k: {"size": v.get("size"), "dim": v.get("dim")} for k, v in self.plates.items()},
+            "plates": {
+                k: {"size": v.get("size"), "dim": v.get("dim"), **{x: v[x] for x in ("symbol", "subsample_size") if x in v}}
+                for k, v in self.plates.items()
+            },
             "factors": {k: sorted(v["scope"]) for k, v in self.factors.items()},
         }
 
@@ -345,6 +358,17 @@ class GraphicalModel:
                 return None
         given = (self.markov_blanket(a)) - {b}
         return given if self.is_d_separated({a}, {b}, given) else None
+
+
+def _once(statements: list[Independence]) -> list[Independence]:
+    """Each statement once: X ⊥ Y | Z and Y ⊥ X | Z are the same (symmetry)."""
+    seen, out = set(), []
+    for s in statements:
+        key = (frozenset((s.xs, s.ys)), s.given)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
 
 
 def _node_attrs(node: str, attrs: Mapping[str, Any]) -> dict:

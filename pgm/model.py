@@ -19,11 +19,16 @@ capability     meaning                               derived by default from
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterator
 
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pgm.enumerate import NotEnumerable, enumerated_log_joint
@@ -212,7 +217,7 @@ class Model(nn.Module):
         finally:
             set_rng_state(state)
         observed = self.structure(*self.example_inputs(n)).observed
-        return trace.nodes[observed[0]]["value"].clone()
+        return stack_observed({name: trace.nodes[name]["value"] for name in observed})
 
     # ------------------------------------------------------------------ derived defaults
     def log_prob(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -242,15 +247,14 @@ class Model(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor | dict[str, torch.Tensor]:
         """`n` draws of the observed sites by ancestral sampling: a tensor `(n, *shape)`,
-        or a dict by site name when the program observes several sites."""
+        several observed sites of one shape stacked as columns (`stack_observed`), else a dict by site."""
         reason = self.missing("sample")
         if reason is not None:
             raise NotImplementedError(f"{type(self).__name__}.sample is not available: {reason}")
         inputs = self.example_inputs(n)
         observed = self.structure(*inputs).observed
         trace = trace_program(poutine.uncondition(self.model), inputs)
-        drawn = {name: trace.nodes[name]["value"] for name in observed}
-        return next(iter(drawn.values())) if len(drawn) == 1 else drawn
+        return stack_observed({name: trace.nodes[name]["value"] for name in observed})
 
     def _log_joint_per_datum(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if not torch.is_tensor(x):
@@ -262,48 +266,175 @@ class Model(nn.Module):
         return per_datum(log_joint, nesting, x.shape[0])
 
     def validate_data(self, *args, chunk_size: int = 4096, **kwargs) -> None:
-        """Check data before training: finite values, shapes the program accepts, and observed
-        values inside the support of their likelihood (e.g. binary data for a Bernoulli
-        decoder). Raises ValueError naming the problem. Args are the program's arguments,
-        batch first; they are checked in chunks of `chunk_size` rows."""
-        tensors = [a for a in args if torch.is_tensor(a)]
+        """Check data before training, so that what would fail deep inside torch at the first
+        step fails here with a message naming the site, what was seen and what was expected.
+        Args are the program's arguments, batch first; they are checked in chunks of
+        `chunk_size` rows. Raises ValueError when:
+
+        - a floating argument holds NaN or inf;
+        - the program raises on the data (a shape or dtype that its networks refuse): the
+          message names the site being processed, or the last one before the error;
+        - an observed site's data do not fit its distribution: integer (or bool) data for a
+          continuous likelihood (refused, not cast: convert them with ``x.to(model.dtype)``),
+          the wrong event shape (e.g. the wrong width for a plain program), values outside the
+          support (e.g. non-binary data for a Bernoulli likelihood), or values whose
+          log-density is not finite (e.g. exactly 0 or 1 for a Beta likelihood);
+        - the model's own guide raises on the first chunk, or the program raises when it is
+          replayed with the guide's values (as ELBO methods run it), or a guide's value has
+          another event shape than the model's site.
+
+        Implicit likelihoods (a `Delta`, as a GAN's) are not scored. The model's parameters and
+        buffers are left as they were (a guide that initialises itself from the first data it
+        sees, or a batch-norm layer, is restored afterwards)."""
         for i, a in enumerate(args):
             if torch.is_tensor(a) and a.is_floating_point() and not torch.isfinite(a).all():
                 bad = int((~torch.isfinite(a)).sum())
                 raise ValueError(f"data: argument {i} has {bad} non-finite values (NaN or inf) out of {a.numel()}")
+        tensors = [a for a in args if torch.is_tensor(a)]
         n = tensors[0].shape[0] if tensors and tensors[0].dim() else 0
         starts = range(0, n, chunk_size) if n else [None]
-        for start in starts:
-            chunk = tuple(
-                a[start : start + chunk_size] if start is not None and torch.is_tensor(a) and a.dim() and a.shape[0] == n else a
-                for a in args
-            )
-            with isolated(), torch.no_grad():
-                try:
-                    trace = trace_program(self.model, chunk, kwargs)
-                except ProgramError as error:
-                    shapes = [tuple(a.shape) for a in chunk if torch.is_tensor(a)]
-                    cause = str(error.__cause__ or error).split("Trace Shapes:")[0].strip()  # Pyro's shape table
-                    raise ValueError(f"data: shapes {shapes} do not fit {type(self).__name__}: {cause}") from error
-            for name, site in sample_sites(trace):
-                if site_kind(site) != "observed":
-                    continue
-                support = site["fn"].support
-                value = site["value"]
-                ok = support.check(value)
-                if not bool(ok.all()):
-                    # count single values with the base distribution's elementwise support
-                    base = unwrap(site["fn"])
-                    elementwise = base.support.check(value)
-                    if elementwise.shape != value.shape:
-                        elementwise = ok
-                    bad = value[~elementwise] if elementwise.shape == value.shape else value
+        with _kept_state(self):
+            for start in starts:
+                chunk = tuple(
+                    a[start : start + chunk_size] if start is not None and torch.is_tensor(a) and a.dim() and a.shape[0] == n else a
+                    for a in args
+                )
+                trace = self._validation_trace(self.model, chunk, kwargs, self._display_name())
+                self._check_observed(trace)
+                if start in (0, None) and callable(self.guide):
+                    self._check_guide(self.guide, chunk, kwargs)
+
+    def validate_guide(self, guide: Callable, *args, chunk_size: int = 4096, **kwargs) -> None:
+        """Check another guide than the model's own (one given to an engine) as `validate_data`
+        checks the model's: run it on the first `chunk_size` rows of the data, then the program
+        replayed with its values. Raises ValueError naming the site."""
+        check_program(guide, "guide")
+        n = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else None
+        chunk = tuple(a[:chunk_size] if n is not None and torch.is_tensor(a) and a.dim() and a.shape[0] == n else a
+                      for a in args)
+        with _kept_state(self):
+            self._check_guide(guide, chunk, kwargs)
+
+    def _display_name(self) -> str:
+        """How messages name this model."""
+        return type(self).__name__
+
+    def _validation_trace(self, program: Callable, chunk: tuple, kwargs: dict, what: str):
+        """Trace `program` on `chunk` without side effects; an error becomes a ValueError naming
+        the site where it happened and the data's shapes (or dtypes, for a dtype error)."""
+        tracker = _SiteTracker(lambda name, msg: self._check_observed_site(name, msg, chunk, what))
+        with isolated(), torch.no_grad():
+            try:
+                with tracker:
+                    return trace_program(program, chunk, kwargs)
+            except ProgramError as error:
+                cause = error.__cause__ or error
+                text = " ".join(str(cause).split("Trace Shapes:")[0].split())  # one line, without Pyro's shape table
+                where = tracker.where(text)
+                shapes = [tuple(a.shape) for a in chunk if torch.is_tensor(a)]
+                odd = [str(a.dtype).replace("torch.", "") for a in chunk if torch.is_tensor(a) and a.dtype != self.dtype]
+                if odd and _DTYPE_WORDS.search(text):
+                    dtypes = [str(a.dtype).replace("torch.", "") for a in chunk if torch.is_tensor(a)]
                     raise ValueError(
-                        f"data: {int((~elementwise).sum())} of {value.numel()} values of observed site {name!r} lie "
-                        f"outside the support of its {type(base).__name__} likelihood ({support}); e.g. "
-                        f"{bad.flatten()[:3].tolist()}. Preprocess the data (e.g. binarize for a "
-                        "Bernoulli likelihood) or choose another likelihood."
-                    )
+                        f"data: dtypes {dtypes} do not fit {what} {where}: {type(cause).__name__}: {text}. The model "
+                        f"computes in {self.dtype}: convert the data with x.to({self.dtype})"
+                    ) from error
+                note = f" (the data are {', '.join(odd)}; the model computes in {self.dtype})" if odd else ""
+                raise ValueError(f"data: shapes {shapes} do not fit {what} {where}: {type(cause).__name__}: {text}{note}") from error
+            except ValueError as error:  # raised by pgm's own checks (at a site): without Pyro's shape table
+                text = str(error)
+                if "Trace Shapes:" not in text:
+                    raise
+                raise ValueError(text.split("Trace Shapes:")[0].rstrip()) from error
+
+    def _check_observed_site(self, name: str, msg: dict, chunk: tuple, what: str) -> None:
+        """An observed site's data, as the program reaches it: a floating dtype for a continuous
+        likelihood, and the distribution's event shape."""
+        fn, value = msg["fn"], msg["value"]
+        if not torch.is_tensor(value) or isinstance(unwrap(fn), dist.Unit) or msg["infer"].get("_deterministic"):
+            return
+        base = unwrap(fn)
+        kind = type(base).__name__
+        discrete = bool(getattr(base.support, "is_discrete", False))
+        if not discrete and not value.is_floating_point() and not value.is_complex():
+            raise ValueError(
+                f"data: observed site {name!r} of {what} has a continuous {kind} likelihood, and its data are "
+                f"{value.dtype}; expected floating-point data ({self.dtype}, the model's dtype): convert them with "
+                f"x.to({self.dtype})"
+            )
+        shapes = [tuple(a.shape) for a in chunk if torch.is_tensor(a)]
+        _check_event_shape(f"data: shapes {shapes} do not fit {what} at observed site {name!r}", value, fn,
+                           f"its {kind} likelihood")
+
+    def _check_observed(self, trace) -> None:
+        """Each observed site's data against its distribution: support and a finite log-density
+        (dtype and event shape are checked as the program reaches the site)."""
+        owner = self._display_name()
+        for name, site in sample_sites(trace):
+            if site_kind(site) != "observed":
+                continue
+            fn, value = site["fn"], site["value"]
+            base = unwrap(fn)
+            kind = type(base).__name__
+            where = f"observed site {name!r} of {owner}"
+            if not torch.is_tensor(value):
+                continue
+            support = fn.support
+            ok = support.check(value)
+            if not bool(ok.all()):
+                # count single values with the base distribution's elementwise support
+                elementwise = base.support.check(value)
+                if elementwise.shape != value.shape:
+                    elementwise = ok
+                bad = value[~elementwise] if elementwise.shape == value.shape else value
+                raise ValueError(
+                    f"data: {int((~elementwise).sum())} of {value.numel()} values of observed site {name!r} lie "
+                    f"outside the support of its {kind} likelihood ({support}); e.g. "
+                    f"{bad.flatten()[:3].tolist()}. Preprocess the data (e.g. binarize for a "
+                    "Bernoulli likelihood) or choose another likelihood."
+                )
+            if isinstance(base, dist.Delta):  # an implicit likelihood (a GAN's): no density to check
+                continue
+            try:
+                log_p = fn.log_prob(value)
+            except Exception as error:  # noqa: BLE001 - reported with the site's name
+                hint = f": convert the data with x.to({self.dtype})" if value.dtype != self.dtype else ""
+                raise ValueError(
+                    f"data: {where}: its {kind} likelihood cannot score data of shape {tuple(value.shape)} and dtype "
+                    f"{value.dtype} (the model computes in {self.dtype}): {type(error).__name__}: "
+                    f"{str(error).splitlines()[0]}{hint}"
+                ) from error
+            if not bool(torch.isfinite(log_p).all()):
+                try:
+                    per_value = base.log_prob(value)
+                except Exception:  # noqa: BLE001 - fall back to whole data
+                    per_value = log_p
+                if per_value.shape == value.shape:
+                    mask = ~torch.isfinite(per_value)
+                    examples, densities = value[mask].flatten()[:3].tolist(), per_value[mask].flatten()[:3].tolist()
+                    count, total = int(mask.sum()), value.numel()
+                else:
+                    rows = ~torch.isfinite(log_p)
+                    examples, densities = value[rows].flatten()[:3].tolist() if rows.shape == value.shape[: rows.dim()] else [], log_p[rows].flatten()[:3].tolist()
+                    count, total = int(rows.sum()), log_p.numel()
+                raise ValueError(
+                    f"data: {where}: its {kind} likelihood gives {count} of {total} values a non-finite log-density "
+                    f"(e.g. values {examples} score {densities}). Values on the boundary of the support "
+                    f"({base.support}), such as exactly 0 or 1 for a Beta, have zero or infinite density: move them "
+                    "inside it (e.g. x.clamp(1e-3, 1 - 1e-3)) or choose another likelihood."
+                )
+
+    def _check_guide(self, guide: Callable, chunk: tuple, kwargs: dict) -> None:
+        """Run a guide on a chunk of data, then the program replayed with the guide's values (as
+        ELBO methods do); errors become ValueErrors naming the site."""
+        owner = self._display_name()
+        guide_trace = self._validation_trace(guide, chunk, kwargs, f"the guide of {owner}")
+        replayed = poutine.replay(self.model, trace=guide_trace)
+        trace = self._validation_trace(replayed, chunk, kwargs, f"{owner} run on its guide's values")
+        for name, site in sample_sites(trace):
+            if name in guide_trace.nodes and site_kind(site) == "latent" and torch.is_tensor(site["value"]):
+                _check_event_shape(f"guide: the value of site {name!r}", site["value"], site["fn"],
+                                   f"{owner}'s {type(unwrap(site['fn'])).__name__} at that site")
 
     @classmethod
     def from_program(
@@ -322,6 +453,18 @@ class Model(nn.Module):
         return ProgramModel(model, guide, example_args=example_args, example_kwargs=example_kwargs)
 
 
+def stack_observed(values: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The data of a program's observed sites as its data argument: the one site's value, or the
+    columns of several sites of one shape stacked last (a program that observes `calls[..., 0]`
+    and `calls[..., 1]` as two sites gives `calls`); else the dict by site name."""
+    if len(values) == 1:
+        return next(iter(values.values())).clone()
+    shapes = {tuple(v.shape) for v in values.values()}
+    if len(shapes) == 1:
+        return torch.stack(list(values.values()), -1)
+    return values
+
+
 def per_datum(log_joint: torch.Tensor, nesting: int, batch_size: int) -> torch.Tensor:
     """Reduce a log density over plate dimensions to one value per datum, shape `(batch,)`.
 
@@ -336,6 +479,79 @@ def per_datum(log_joint: torch.Tensor, nesting: int, batch_size: int) -> torch.T
         return log_joint.sum().expand(batch_size)
     other = [d for d in range(log_joint.dim()) if d != data_dim]
     return log_joint.sum(dim=other) if other else log_joint
+
+
+#: Words of torch's dtype errors ("mat1 and mat2 must have the same dtype, but got Long and Float").
+_DTYPE_WORDS = re.compile(r"dtype|scalar type|can't be cast|\b(Long|Int|Short|Byte|Bool|Double|Half|BFloat16)\b")
+
+
+class _SiteTracker(Messenger):
+    """Remembers which sample site a program is processing, and the last one it finished, so
+    that an error raised while it runs can say where it happened."""
+
+    def __init__(self, on_observed: Callable[[str, dict], None] | None = None) -> None:
+        super().__init__()
+        self.current: str | None = None
+        self.last: str | None = None
+        self.on_observed = on_observed  # called on each observed site once it is processed
+
+    def _pyro_sample(self, msg) -> None:
+        if not site_is_subsample(msg):
+            self.current = msg["name"]
+
+    def _pyro_post_sample(self, msg) -> None:
+        if not site_is_subsample(msg):
+            self.last, self.current = msg["name"], None
+            if msg["is_observed"] and self.on_observed is not None:
+                self.on_observed(msg["name"], msg)
+
+    def where(self, text: str = "") -> str:
+        """Where the error happened, in words: at a site, or after the last finished one."""
+        if self.current is not None:
+            return f"at site {self.current!r}"
+        named = re.search(r"at site '?([^\s',]+)'?", text)  # Pyro's plate errors name the site
+        if named:
+            return f"at site {named.group(1)!r}"
+        if self.last is not None:
+            return f"after site {self.last!r} (computing the next site's inputs)"
+        return "before its first sample site"
+
+
+def _check_event_shape(what: str, value: torch.Tensor, fn, expects: str) -> None:
+    """Raise a ValueError when `value` does not have `fn`'s event shape (rightmost dims) and a
+    batch shape broadcastable with `fn`'s."""
+    event, batch = tuple(fn.event_shape), tuple(fn.batch_shape)
+    k = len(event)
+    per_datum = tuple(value.shape[1:]) if value.dim() else ()
+    if value.dim() < k or tuple(value.shape[value.dim() - k :]) != event:
+        raise ValueError(
+            f"{what}: the data there have shape {tuple(value.shape)} ({per_datum} per datum), and {expects} expects "
+            f"event shape {event} (batch shape {batch}), i.e. data of shape {batch + event}"
+        )
+    try:
+        torch.broadcast_shapes(tuple(value.shape[: value.dim() - k]), batch)
+    except RuntimeError:
+        raise ValueError(
+            f"{what}: the data have shape {tuple(value.shape)}, whose batch dims {tuple(value.shape[: value.dim() - k])} do "
+            f"not broadcast with the batch shape {batch} of {expects} (event shape {event})"
+        ) from None
+
+
+@contextlib.contextmanager
+def _kept_state(module: nn.Module) -> Iterator[None]:
+    """Restore `module`'s parameters and buffers after the block (in place: optimisers that hold
+    them keep working)."""
+    saved = {k: v.detach().clone() for k, v in module.state_dict(keep_vars=True).items()
+             if torch.is_tensor(v) and not isinstance(v, nn.parameter.UninitializedTensorMixin)}
+    try:
+        yield
+    finally:
+        current = module.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for k, v in saved.items():
+                t = current.get(k)
+                if torch.is_tensor(t) and t.shape == v.shape and t.dtype == v.dtype and not torch.equal(t, v):
+                    t.copy_(v)
 
 
 def _overrides(model: Model, method: str) -> bool:
@@ -406,3 +622,6 @@ class ProgramModel(Model):
 
     def __repr__(self) -> str:
         return f"ProgramModel({getattr(self._program, '__name__', self._program)!r})"
+
+    def _display_name(self) -> str:
+        return f"the program {getattr(self._program, '__name__', type(self._program).__name__)!r}"

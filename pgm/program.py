@@ -22,6 +22,7 @@ __all__ = [
     "ProgramError",
     "check_program",
     "isolated",
+    "buffers_kept",
     "trace_program",
     "sample_sites",
     "site_kind",
@@ -77,6 +78,28 @@ def isolated() -> Iterator[None]:
             del store[name]
 
 
+@contextlib.contextmanager
+def buffers_kept() -> Iterator[None]:
+    """Run a block that may call networks without changing any module's buffers (BatchNorm's
+    running statistics and counters): every module that runs a forward pass inside the block
+    has its buffers copied before its first forward and restored, in place, at the end."""
+    saved: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def keep(module, _inputs):
+        if id(module) not in saved:
+            saved[id(module)] = [(b, b.detach().clone()) for b in module.buffers(recurse=False) if b is not None]
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(keep)
+    try:
+        yield
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            for pairs in saved.values():
+                for buffer, copy in pairs:
+                    buffer.copy_(copy)
+
+
 def trace_program(program: Callable, args: tuple = (), kwargs: dict | None = None) -> poutine.Trace:
     """Trace `program(*args, **kwargs)`; errors inside the program become a `ProgramError`."""
     check_program(program)
@@ -125,11 +148,28 @@ def site_kind(site: dict) -> str:
     """One of "factor", "deterministic", "observed", "latent" for a sample site."""
     if isinstance(unwrap(site["fn"]), dist.Unit):
         return "factor"
-    if site["infer"].get("_deterministic", False):
+    if site["infer"].get("_deterministic", False) or _is_reparam_delta(site):
         return "deterministic"
     if site["is_observed"]:
         return "observed"
     return "latent"
+
+
+def _is_reparam_delta(site: dict) -> bool:
+    """A site that a `poutine.reparam` reparameterizer replaced by a deterministic function of
+    its auxiliary sites: Pyro's reparameterizers leave an "observed" `Delta` at the value they
+    computed (masked out of the density, or carrying a log-density term such as a Jacobian)."""
+    fn = site["fn"]
+    inner = unwrap(fn)
+    if not (site["is_observed"] and isinstance(inner, dist.Delta)):
+        return False
+    if isinstance(fn, dist.MaskedDistribution) and fn._mask is False:
+        return True
+    v, value = inner.v, site["value"]
+    return (
+        torch.is_tensor(v) and torch.is_tensor(value) and v.shape == value.shape
+        and v.numel() > 0 and v.data_ptr() == value.data_ptr()
+    )
 
 
 def plate_frames(site: dict) -> list:

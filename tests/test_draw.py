@@ -116,3 +116,88 @@ def test_bad_arguments(tmp_path):
         g.draw(layout="sideways")
     with pytest.raises(ValueError, match="missing"):
         g.draw(layout={"a": (0, 0)})
+
+
+# ---------------------------------------------------------------- issue 10: textbook figures
+def _extent(artist, renderer):
+    return artist.get_window_extent(renderer)
+
+
+def test_plate_labels_overlap_no_node_and_no_edge():
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for g in (pgm.graph_of(models.MatrixFactorization(num_users=3, num_items=4)), pgm.graph_of(models.EightSchools()),
+              pgm.graph_of(models.VAE(x_dim=4, z_dim=2), show_params=True)):
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        ax = g.draw(ax=fig.add_subplot())
+        renderer = fig.canvas.get_renderer()
+        a = artists(ax)
+        for p in g.plates:
+            label = _extent(a[f"plate-label:{p}"], renderer)
+            for n in g.nodes:
+                assert not label.overlaps(_extent(a[f"node:{n}"], renderer)), (p, n)
+            for gid in ("edges:directed", "edges:undirected"):
+                for seg in a[gid].get_segments():
+                    pts = ax.transData.transform(np.asarray(seg))
+                    inside = (pts[:, 0] > label.x0) & (pts[:, 0] < label.x1) & (pts[:, 1] > label.y0) & (pts[:, 1] < label.y1)
+                    assert not inside.any(), (p, gid)
+        assert a["plate-label:data"].get_text() == "N" if "data" in g.plates else True
+
+
+def test_dbn_layers_stacked_top_to_bottom():
+    dbn = models.DBN(v_dim=4, hidden_dims=(3, 2))
+    pos = layout_positions(pgm.graph_of(dbn))
+    assert pos["h2"][1] > pos["h1"][1] > pos["v"][1]
+    units = layout_positions(pgm.graph_of(dbn, level="unit"))
+    assert min(units[f"h2[{j}]"][1] for j in range(2)) > max(units[f"h1[{j}]"][1] for j in range(3))
+    assert min(units[f"h1[{j}]"][1] for j in range(3)) > max(units[f"v[{j}]"][1] for j in range(4))
+
+
+def test_markov_chain_runs_left_to_right():
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    def hmm(x):
+        z = pyro.sample("z0", dist.Normal(0.0, 1.0))
+        for t in range(len(x)):
+            if t:
+                z = pyro.sample(f"z{t}", dist.Normal(z, 1.0))
+            pyro.sample(f"x{t}", dist.Normal(z, 1.0), obs=x[t])
+
+    pos = layout_positions(pgm.graph_of(hmm, torch.zeros(5)))
+    assert [pos[f"z{t}"][0] for t in range(5)] == sorted(pos[f"z{t}"][0] for t in range(5))
+    assert len({pos[f"z{t}"][1] for t in range(5)}) == 1
+    assert all(pos[f"x{t}"][1] < pos[f"z{t}"][1] and pos[f"x{t}"][0] == pos[f"z{t}"][0] for t in range(5))
+
+
+def test_rbm_factor_graph_squares_sit_between_their_units():
+    fg = pgm.graph_of(models.RBM(v_dim=4, h_dim=3), level="unit").factor_graph()
+    pos = layout_positions(fg)
+    for f in fg.nodes:
+        if fg.nodes[f]["kind"] != "factor":
+            continue
+        scope = fg.neighbors(f)
+        ys = [pos[v][1] for v in scope]
+        if len(scope) == 2:
+            assert min(ys) < pos[f][1] < max(ys)
+        elif scope[0].startswith("h"):
+            assert pos[f][1] > ys[0]  # hidden biases above the hidden row
+        else:
+            assert pos[f][1] < ys[0]  # visible biases below the visible row
+
+
+def test_show_params_draws_parameter_dots():
+    g = pgm.graph_of(models.VAE(x_dim=4, z_dim=2), show_params=True)
+    a = artists(g.draw(ax=Figure().add_subplot()))
+    dot, circle = a["node:decoder"], a["node:z"]
+    assert isinstance(dot, matplotlib.patches.Circle) and dot.get_radius() < 0.5 * circle.get_radius()
+    assert to_hex(dot.get_facecolor()) == "#000000"
+
+
+def test_large_unit_graph_is_refused_with_a_hint():
+    g = pgm.graph_of(models.VAE(x_dim=64, z_dim=4), level="unit")
+    with pytest.raises(ValueError, match="site-level"):
+        g.draw(ax=Figure().add_subplot())

@@ -245,3 +245,99 @@ def test_model_without_example_inputs_needs_arguments():
     with pytest.raises(NotImplementedError, match="example_args"):
         pgm.graph_of(wrapped)
     assert list(pgm.graph_of(wrapped, torch.zeros(())).nodes) == ["x"]
+
+
+# ---------------------------------------------------------------- issue 10: real programs
+def test_batchnorm_buffers_are_unchanged_by_extraction():
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    net.train()
+
+    def program(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 3), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(net(z), 1.0).to_event(1), obs=x)
+
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for level in ("site", "unit"):
+        g = pgm.graph_of(program, torch.randn(5, 3), level=level)
+    assert g.directed_edges  # the network ran (and was probed)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
+    assert net.training  # the mode is the caller's
+
+
+def test_classifier_ebm_joins_x_and_y():
+    jem = models.ClassifierEBM(x_dim=2, num_classes=3, hidden_dims=(8,))
+    g = pgm.graph_of(jem)
+    assert g.markov_blanket("y") == {"x"}
+    assert set(g.factors["logit"]["scope"]) == {"x", "y"}
+    u = pgm.graph_of(jem, level="unit")
+    assert set(u.neighbors("y")) == {"x[0]", "x[1]"}
+
+
+def test_observed_argument_used_before_its_site_is_tracked_by_identity():
+    def program(x):
+        loc = 2 * x.sum(-1)  # computed from the data before the site x is declared
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(0.0, 1.0).expand([x.shape[0], 2]).to_event(1), obs=x)
+            pyro.sample("y", dist.Normal(loc, 1.0), obs=torch.zeros(x.shape[0]))
+
+    g = pgm.graph_of(program, torch.zeros(3, 2))
+    assert g.directed_edges == [("x", "y")]
+
+    def covariates(features, y):  # an argument that is no site's value is not a node
+        with pyro.plate("data", 3):
+            pyro.sample("y", dist.Normal(features.sum(-1), 1.0), obs=y)
+
+    assert list(pgm.graph_of(covariates, torch.zeros(3, 2), torch.zeros(3)).nodes) == ["y"]
+
+
+def test_data_plate_label():
+    vae = models.VAE(x_dim=4, z_dim=2)
+    g = pgm.graph_of(vae)
+    assert g.plates["data"]["symbol"] == "N" and g.plates["data"]["size"] is None
+    assert pgm.graph_of(vae, data_size=1797).plates["data"]["size"] == 1797
+    assert pgm.graph_of(vae, data_size="M").plates["data"]["symbol"] == "M"
+    given = pgm.graph_of(vae, torch.zeros(7, 4))  # data given: its size
+    assert given.plates["data"]["size"] == 7 and "symbol" not in given.plates["data"]
+    from pgm.draw import _plate_label
+
+    assert _plate_label("data", g.plates["data"]) == "N"
+    assert _plate_label("data", given.plates["data"]) == "data (7)"
+    with pytest.raises(ValueError, match="data_size"):
+        pgm.graph_of(vae, data_size=0)
+
+
+def test_network_parameters_shown_as_nodes():
+    g = pgm.graph_of(models.VAE(x_dim=4, z_dim=2), show_params=True)
+    assert g.nodes["decoder"]["kind"] == "parameter" and g.parents("x") == ["z", "decoder"]
+    rbm = pgm.graph_of(models.RBM(v_dim=4, h_dim=3), show_params=True)
+    assert {n for n in rbm.nodes if rbm.nodes[n]["kind"] == "parameter"} == {"W", "b", "c"}
+    assert set(rbm.children("W")) == {"v", "h"} and rbm.children("b") == ["v"]
+    assert "decoder" not in pgm.graph_of(models.VAE(x_dim=4, z_dim=2)).nodes
+
+
+def test_rbm_unit_factor_graph_has_one_factor_per_weight_and_bias():
+    fg = pgm.graph_of(models.RBM(v_dim=4, h_dim=3), level="unit").factor_graph()
+    factors = [n for n in fg.nodes if fg.nodes[n]["kind"] == "factor"]
+    degrees = sorted(len(fg.neighbors(f)) for f in factors)
+    assert degrees == [1] * 7 + [2] * 12
+    pairs = {frozenset(fg.neighbors(f)) for f in factors if len(fg.neighbors(f)) == 2}
+    assert pairs == {frozenset((f"v[{i}]", f"h[{j}]")) for i in range(4) for j in range(3)}
+    singles = {fg.neighbors(f)[0] for f in factors if len(fg.neighbors(f)) == 1}
+    assert singles == {f"v[{i}]" for i in range(4)} | {f"h[{j}]" for j in range(3)}
+
+
+def test_pairwise_potential_with_triangles_splits_and_a_triple_does_not():
+    def program(pairwise: bool):
+        def fn():
+            x = pyro.sample("x", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+            if pairwise:
+                pyro.factor("f", x[0] * x[1] + x[1] * x[2] + x[0] * x[2])
+            else:
+                pyro.factor("f", x[0] * x[1] * x[2])
+
+        return fn
+
+    assert len(pgm.graph_of(program(True), level="unit").factors["f"]["terms"]) == 3
+    assert pgm.graph_of(program(False), level="unit").factors["f"]["terms"] == [("x[0]", "x[1]", "x[2]")]

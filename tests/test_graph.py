@@ -79,6 +79,20 @@ def test_ancestral_order_and_local_independencies():
         assert g.is_d_separated(s.xs, s.ys, s.given)
 
 
+def test_independencies_listed_once():
+    # Two roots: "a ⊥ b | ∅" and "b ⊥ a | ∅" are one statement.
+    g = GraphicalModel({"a": {}, "b": {}, "c": {"kind": "observed"}, "d": {}}, directed_edges=[("a", "c"), ("b", "c")])
+    for kind in ("local", "pairwise"):
+        stmts = g.independencies(kind)
+        keys = [(frozenset((s.xs, s.ys)), s.given) for s in stmts]
+        assert len(keys) == len(set(keys)), [str(s) for s in stmts]
+    local = [str(s) for s in g.independencies("local")]
+    assert local.count("a ⊥ b, d | ∅") == 1 and "b ⊥ a, d | ∅" in local
+    assert "d ⊥ a, b, c | ∅" in local
+    u = GraphicalModel({"a": {}, "b": {}})  # no edges: a ⊥ b once, not twice
+    assert [str(s) for s in u.independencies()] == ["a ⊥ b | ∅"]
+
+
 # ---------------------------------------------------------------- randomized against networkx
 def random_dag(rng, n, p):
     order = list(range(n))

@@ -1,0 +1,112 @@
+"""`pgm train NAME` alone gives a model a person would accept, for every registered model.
+
+For each model a command-line run with its training preset must beat stated baselines on its
+default data:
+
+- likelihood: the test log-likelihood (`pgm eval`'s default method: exact, AIS or the IWAE
+  bound) is above that of the independent-pixel Bernoulli (binary data) or the single Gaussian
+  (continuous data) fitted to the training split, by `MARGIN` nats per datum;
+- samples: the two-sample distance (MMD, Gaussian kernel with the median heuristic) between
+  the run's samples and the test data is below half of that of the baseline's samples; for
+  models with global latents the posterior predictive must beat the prior predictive instead.
+
+Full preset runs take minutes each and are marked `slow` (`pytest -m slow`); the default suite
+runs the quick ones with their presets as they are.
+"""
+
+import math
+
+import pytest
+import torch
+
+import models
+from pgm.cli import main
+
+#: Nats per datum by which a trained model must beat the baseline's test log-likelihood.
+MARGIN = {"binary": 3.0, "continuous": 0.2}
+#: Models whose preset runs take seconds: in the default suite.
+QUICK = {"normal_normal", "burglary"}
+#: Models trained by another engine than a likelihood (implicit or score models) are judged on
+#: samples only.
+SAMPLES_ONLY = {"gan", "ncsn", "gaussian_ebm", "ebm", "classifier_ebm", "boltzmann_machine", "dbn"}
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased squared MMD with a Gaussian kernel whose bandwidth is the median pairwise distance."""
+    x, y = x.reshape(len(x), -1).double(), y.reshape(len(y), -1).double()
+    z = torch.cat([x, y])
+    d2 = torch.cdist(z, z).pow(2)
+    bandwidth = d2[d2 > 0].median()
+    k = torch.exp(-d2 / bandwidth)
+    n, m = len(x), len(y)
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+                 + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+
+
+def distance(drawn: torch.Tensor, data: torch.Tensor) -> float:
+    """MMD of per-datum draws to the data; for draws of a whole data set at once (eight schools'
+    vector of effects), their mean squared distance to it."""
+    if drawn.dim() == data.dim() + 1 and drawn.shape[1:] == data.shape:
+        return float(((drawn.double() - data.double()) ** 2).sum(-1).mean())
+    return mmd(drawn, data[: len(drawn)])
+
+
+def baseline(train: torch.Tensor, test: torch.Tensor, n: int):
+    """(test log-likelihood per datum, n samples) of the independent-pixel Bernoulli (binary
+    data) or the single full-covariance Gaussian (continuous data) fitted to `train`."""
+    train, test = train.reshape(len(train), -1).double(), test.reshape(len(test), -1).double()
+    if ((train == 0) | (train == 1)).all():
+        p = train.mean(0).clamp(1e-3, 1 - 1e-3)
+        base = torch.distributions.Independent(torch.distributions.Bernoulli(probs=p), 1)
+        return "binary", float(base.log_prob(test).mean()), base.sample((n,))
+    cov = torch.cov(train.T) + 1e-6 * torch.eye(train.shape[1], dtype=train.dtype)
+    base = torch.distributions.MultivariateNormal(train.mean(0), covariance_matrix=cov.reshape(train.shape[1], -1))
+    return "continuous", float(base.log_prob(test).mean()), base.sample((n,))
+
+
+def cases():
+    out = []
+    for name in models.available():
+        marks = [] if name in QUICK else [pytest.mark.slow]
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+@pytest.mark.parametrize("name", cases())
+def test_the_preset_run_beats_the_baselines(name, tmp_path, capsys):
+    import json
+
+    from inference.sampling import draw, global_latents
+    from pgm.cli import _data_of, _load_run
+
+    run = tmp_path / name
+    assert main(["train", name, "--out", str(run), "--quiet"]) == 0
+    config, model, engine = _load_run(str(run))
+    data = _data_of(config, model)
+    train, test = data.train, data.test
+    if isinstance(train, tuple):  # a program of several data arguments: judge the observed one
+        train, test = train[-1], test[-1]
+    n = min(500, len(test)) if test.dim() > 1 and len(test) > 1 else 200
+    torch.manual_seed(0)
+    drawn = draw(model, n, engine=engine, start=train).detach().cpu()
+
+    if config["data"] is None or global_latents(model):
+        # Models with global latents, or that carry their own data: the posterior predictive
+        # must be closer to the data than the prior predictive (the untrained model's).
+        prior = draw(models.get(name, **config["model_settings"]), n, start=train).detach().cpu()
+        fitted, unfitted = distance(drawn, test), distance(prior, test)
+        assert fitted < unfitted, f"{name}: posterior predictive {fitted:.4f} >= prior predictive {unfitted:.4f}"
+        return
+
+    kind, base_ll, base_samples = baseline(train, test, n)
+    ours, theirs = mmd(drawn, test[:n]), mmd(base_samples, test[:n])
+    assert ours < 0.5 * theirs, f"{name}: sample MMD {ours:.4f}, baseline's {theirs:.4f}"
+    if name in SAMPLES_ONLY:
+        return
+    capsys.readouterr()
+    assert main(["eval", str(run), "--limit", "300", "--num-samples", "50"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    ll = -result["nll_nats"]
+    assert math.isfinite(ll) and ll > base_ll + MARGIN[kind], (
+        f"{name}: test log-likelihood {ll:.2f} by {result['method']}, baseline {base_ll:.2f}")
