@@ -488,8 +488,8 @@ def _autoregressive(dim: int, hidden: list[int], context_dim: int | None) -> nn.
 
 
 @register("maf", x_dim=2, num_layers=2, hidden_dims=(16,),
-          train=dict(settings={"num_layers": 5, "hidden_dims": (512,), "levels": 17}, engine="mle", data="digits",
-                     epochs=150, batch_size=128, lr=1e-3))
+          train=dict(settings={"num_layers": 3, "hidden_dims": (256,), "levels": 17}, engine="mle", data="digits",
+                     epochs=40, batch_size=128, lr=1e-3))
 class MAF(_VectorFlow):
     """Masked autoregressive flow (Papamakarios et al. 2017): Pyro's affine autoregressive
     layers (MADE conditioners, a fresh variable order each) used inverted, so the density is one
