@@ -33,6 +33,7 @@ ENGINE_MODULES = (
     "maximum_likelihood",
     "objective",
     "reverse_kl",
+    "adversarial",
 )
 
 _EXPORTS = {
@@ -53,12 +54,13 @@ _EXPORTS = {
     "Objective": "objective",
     "ReverseKL": "reverse_kl",
     "AutoFlow": "svi",
+    "Adversarial": "adversarial",
     "Sampler": "sampler",
     "Posterior": "posterior",
     "History": "history",
 }
 
-__all__ = sorted([*_EXPORTS, "ENGINES", "engines_for", "evaluate", "load_engines", "fit", "resolve_device"])
+__all__ = sorted([*_EXPORTS, "ENGINES", "engines_for", "evaluate", "metrics", "load_engines", "fit", "resolve_device"])
 
 
 def load_engines() -> dict:
@@ -86,7 +88,8 @@ def engines_for(model) -> dict:
 def __getattr__(name: str):
     if name == "ENGINES":
         return load_engines()
-    if name in ("evaluate", "checkpoint", "distributed", "partition", "engine", "sampler", "posterior", "history"):
+    if name in ("evaluate", "checkpoint", "distributed", "partition", "engine", "sampler", "posterior", "history",
+                "metrics"):
         return importlib.import_module(f"inference.{name}")
     module = _EXPORTS.get(name)
     if module is None:

@@ -385,9 +385,12 @@ class _Loop:
         except NonFiniteLossError as error:
             self._fail(error)
         except Exception as error:  # noqa: BLE001 - e.g. a distribution refusing an infinite scale
-            if _finite(self.engine):
+            # The data passed validation on this program, so a distribution refusing its
+            # parameters now ("found invalid values": inf, NaN) means training has diverged.
+            if _finite(self.engine) and "found invalid values" not in str(error):
                 raise
-            self._fail(NonFiniteLossError(f"the parameters became non-finite ({' '.join(str(error).split())[:200]})"))
+            self._fail(NonFiniteLossError(
+                f"the parameters diverged: {' '.join(str(error).split('Trace Shapes')[0].split())[:240]}"))
         if not isinstance(metrics, dict) or "loss" not in metrics:
             raise TypeError(f"{type(self.engine).__name__}.step must return a dict of metrics with 'loss', got {metrics!r}")
         loss = float(metrics["loss"])

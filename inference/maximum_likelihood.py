@@ -77,6 +77,7 @@ class MaximumLikelihood(Engine):
 
     `optim`: an optimiser name (``"adam"``, ``"sgd"``, ...; see `OPTIMIZERS`) or a
     `torch.optim.Optimizer` class; `lr` its learning rate; further keyword arguments go to it.
+    A model's ``train_log_prob`` replaces ``log_prob`` in the objective where it exists.
     `step` returns ``loss`` (= ``nll``, nats per datum) and, when the model's data are
     discrete, ``bits_per_dim``.
     """
@@ -90,7 +91,10 @@ class MaximumLikelihood(Engine):
         self.discrete = self.model.missing("discrete") is None or bool(getattr(self.model, "quantized", False))
 
     def loss(self, batch) -> torch.Tensor:
-        return -self.model.log_prob(*as_args(batch)).mean()
+        # A model may train on a randomised log-likelihood (MADE's order-agnostic training draws
+        # one mask per step); `train_log_prob`, where it exists, is that objective.
+        log_prob = getattr(self.model, "train_log_prob", None) or self.model.log_prob
+        return -log_prob(*as_args(batch)).mean()
 
     def step(self, batch) -> dict[str, float]:
         nll = self._apply(self.loss(batch), self.optimizer)

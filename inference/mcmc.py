@@ -61,7 +61,7 @@ class MCMC(Engine):
     divergences and acceptance rates.
     """
 
-    requires = frozenset({"program", "latents"})
+    requires = frozenset({"program", "latents", "normalized"})
     iterative = False
 
     def __init__(

@@ -62,6 +62,14 @@ def draw(model, n: int, *, engine=None, mean: bool = False, start: torch.Tensor 
     model's own `sample` (e.g. a diffusion model's number of steps)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive number of draws, got {n!r}")
+    averaged = getattr(engine, "averaged", None)
+    if callable(averaged):  # an engine that keeps a moving average of the weights samples with it
+        with averaged():
+            return _draw(model, n, engine, mean, start, steps, options)
+    return _draw(model, n, engine, mean, start, steps, options)
+
+
+def _draw(model, n, engine, mean, start, steps, options) -> torch.Tensor:
     capabilities = model.capabilities()
     globals_ = global_latents(model) if "latents" in capabilities else []
     if globals_:
@@ -111,8 +119,8 @@ def _posterior_predictive(model, n: int, globals_: list[str], engine) -> torch.T
     for values in latents:
         conditioned = poutine.condition(poutine.uncondition(model.model), data=values)
         trace = trace_program(conditioned, model.example_inputs(1))
-        observed = [s for name, s in sample_sites(trace) if site_kind(s) == "observed" or
-                    (s.get("is_observed") and name not in values)]
+        observed = [s for name, s in sample_sites(trace)  # the data sites, drawn now (uncondition marks them)
+                    if name not in values and (s.get("infer", {}).get("was_observed") or site_kind(s) == "observed")]
         if not observed:
             return None
         rows.append(observed[0]["value"])

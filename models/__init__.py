@@ -16,6 +16,11 @@ from models.vqvae import VQVAE
 from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
 from models.flows import IAF, MAF, NICE, Flow, Glow, RealNVP, SplineFlow
+from models.autoregressive import Autoregressive, AutoregressiveModel, MaskEnsemble
+from models.fvsbn import FVSBN
+from models.nade import NADE
+from models.made import MADE, MixtureMADE
+from models.pixelcnn import PixelCNN
 
 __all__ = [
     "available", "get", "entry", "preset", "register", "Preset",
@@ -24,4 +29,5 @@ __all__ = [
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
     "Flow", "NICE", "RealNVP", "MAF", "IAF", "Glow", "SplineFlow",
+    "FVSBN", "NADE", "MADE", "MixtureMADE", "PixelCNN", "Autoregressive", "AutoregressiveModel", "MaskEnsemble",
 ]

@@ -5,8 +5,10 @@ The generative program is the directed graph codes -> x:
     codes ~ Uniform categorical over `num_codes` per grid position (grid_shape positions)
     x     ~ p(x | decoder(codebook[codes]))          (the likelihood is a choice, as for VAE)
 
-(the autoregressive prior over codes that makes VQ-VAE a good sampler is a separate model, fitted
-to the codes afterwards). The guide is deterministic: q(codes | x) puts all its mass on the codes
+The autoregressive prior over codes that makes VQ-VAE a good sampler is a second stage: `prior`
+(constructor: "pixelcnn", or any `AutoregressiveModel` over the code grid with `num_codes` levels)
+is fitted by maximum likelihood to the codes of the data (`fit_prior`), and the program's codes
+site then carries the prior's autoregressive distribution, so `sample` draws codes from it. The guide is deterministic: q(codes | x) puts all its mass on the codes
 nearest to the encoder's outputs, so the ELBO is log p(x | z_q(x)) - len(grid) * log(num_codes).
 
 **Training** is not by the ELBO (its gradient does not reach the encoder through the argmin):
@@ -79,6 +81,8 @@ class VQVAE(Model):
         encoder: nn.Module | Callable | None = None,
         decoder: nn.Module | Callable | None = None,
         commitment: float = 0.25,
+        prior: str | nn.Module | None = None,
+        prior_settings: dict | None = None,
     ) -> None:
         super().__init__()
         self.x_shape = _resolve_shape(x_dim, x_shape)
@@ -115,6 +119,7 @@ class VQVAE(Model):
             )
         self.decoder = decoder
         self.quantizer = VectorQuantizer(num_codes, code_dim)
+        self.prior = self._build_prior(prior, prior_settings)
         # Code counts since the last reset (updated by `loss` in training mode).
         self.register_buffer("code_counts", torch.zeros(num_codes))
 
@@ -159,14 +164,61 @@ class VQVAE(Model):
         value = self.likelihood.example_value(dtype=self.dtype, device=self.device)
         return (value.expand(batch_size, *self.x_shape).clone(),)
 
-    def prior_dist(self) -> dist.Distribution:
-        """The uniform prior over codes: event shape grid_shape."""
+    def prior_dist(self, batch_size: int | None = None) -> dist.Distribution:
+        """The prior over codes, event shape grid_shape: uniform, or the autoregressive `prior`
+        (for a batch of `batch_size`) when the model has one."""
+        if self.prior is not None and batch_size is not None:
+            return self.prior.distribution(batch_size)
         logits = torch.zeros(self.num_codes, dtype=self.dtype, device=self.device)
-        return dist.Categorical(logits=logits).expand(self.grid_shape).to_event(len(self.grid_shape))
+        uniform = dist.Categorical(logits=logits).expand(self.grid_shape).to_event(len(self.grid_shape))
+        return uniform if batch_size is None else uniform.expand((batch_size,))
+
+    # ------------------------------------------------------------------ the code prior
+    def _build_prior(self, prior, settings):
+        if prior is None:
+            if settings:
+                raise ValueError("prior_settings: given without a prior; pass prior='pixelcnn'")
+            return None
+        if isinstance(prior, str):
+            if prior != "pixelcnn":
+                raise ValueError(f"prior: expected 'pixelcnn', an autoregressive model or None, got {prior!r}")
+            from models.pixelcnn import PixelCNN
+
+            kernel = 3 if min(self.grid_shape) < 7 else 7
+            options = dict(hidden=32, num_layers=3, first_kernel=max(kernel, 3))
+            options.update(settings or {})
+            prior = PixelCNN(x_shape=self.grid_shape, levels=max(self.num_codes, 3), **options)
+        from models.autoregressive import AutoregressiveModel
+
+        if not isinstance(prior, AutoregressiveModel):
+            raise TypeError(f"prior: expected an AutoregressiveModel over the code grid, got {type(prior).__name__}")
+        if tuple(prior.event_shape) != tuple(self.grid_shape):
+            raise ValueError(f"prior: its event shape {tuple(prior.event_shape)} is not the code grid {self.grid_shape}")
+        return prior
+
+    def code_log_prob(self, codes: torch.Tensor) -> torch.Tensor:
+        """log p(codes) of code grids (N, *grid_shape) under the prior (uniform without one)."""
+        if self.prior is None:
+            return torch.full(codes.shape[:1], -math.prod(self.grid_shape) * math.log(self.num_codes),
+                              dtype=self.dtype, device=self.device)
+        return self.prior.log_prob(codes.to(self.dtype))
+
+    def fit_prior(self, x: torch.Tensor, *, epochs: int = 20, batch_size: int = 128, lr: float = 3e-3, **fit_kwargs):
+        """Second stage: fit the autoregressive prior by maximum likelihood to the codes of the
+        data `x` (through `inference.fit`). Builds the default PixelCNN prior if there is none.
+        Returns the fit's history."""
+        from inference import MaximumLikelihood, fit
+
+        if self.prior is None:
+            self.prior = self._build_prior("pixelcnn", None).to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            codes = torch.cat([self.codes(x[i : i + 1024]) for i in range(0, x.shape[0], 1024)]).to(self.dtype)
+        engine = MaximumLikelihood(self.prior, lr=lr)
+        return fit(engine, codes, epochs=epochs, batch_size=batch_size, **fit_kwargs)
 
     def model(self, x: torch.Tensor):
         with pyro.plate("data", x.shape[0]):
-            codes = pyro.sample("codes", self.prior_dist())
+            codes = pyro.sample("codes", self.prior_dist(x.shape[0]))
             z_q = self.quantizer.lookup(codes)
             return pyro.sample("x", self.decode(z_q), obs=x)
 
@@ -190,7 +242,8 @@ class VQVAE(Model):
     def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The terms of the VQ-VAE objective per datum, each of shape (N,): "reconstruction"
         (-log p(x | straight-through z_q)), "codebook" and "commitment" (squared distances, not
-        yet weighted), and "codes" (N, *grid_shape), the nearest codes."""
+        yet weighted), "codes" (N, *grid_shape), the nearest codes, and with a prior "prior", its
+        negative log-likelihood of the (detached) codes."""
         z_e = self.encode(x)
         codes, z_q = self.quantize(z_e)
         z_st = z_e + (z_q - z_e).detach()  # forward: z_q; backward: identity to z_e
@@ -198,16 +251,24 @@ class VQVAE(Model):
         dims = tuple(range(1, z_e.dim()))
         codebook = (z_q - z_e.detach()).pow(2).sum(dims)
         commitment = (z_e - z_q.detach()).pow(2).sum(dims)
-        return {"reconstruction": reconstruction, "codebook": codebook, "commitment": commitment, "codes": codes}
+        terms = {"reconstruction": reconstruction, "codebook": codebook, "commitment": commitment, "codes": codes}
+        if self.prior is not None:
+            terms["prior"] = -self.prior.log_prob(codes.detach().to(self.dtype))
+        return terms
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The VQ-VAE objective averaged over the batch (a differentiable scalar). In training
-        mode it also counts the codes used, for `codebook_usage` and `reset_dead_codes`."""
+        """The VQ-VAE objective averaged over the batch (a differentiable scalar), plus the
+        prior's negative log-likelihood of the (detached) codes when the model has a prior. In
+        training mode it also counts the codes used, for `codebook_usage` and `reset_dead_codes`."""
         terms = self.loss_terms(x)
         if self.training:
             with torch.no_grad():
                 self.code_counts += torch.bincount(terms["codes"].flatten(), minlength=self.num_codes).to(self.code_counts)
         total = terms["reconstruction"] + terms["codebook"] + self.commitment * terms["commitment"]
+        if self.prior is not None:
+            # the prior learns the current codes (detached: its gradient reaches only its own
+            # parameters), so one run trains both stages; fit_prior refits it on the final codes
+            total = total + terms["prior"]
         return total.mean()
 
     # ------------------------------------------------------------------ the codebook

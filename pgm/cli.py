@@ -248,15 +248,22 @@ def _train_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> d
             return flag
         return saved[key] if key in saved else preset_value
 
-    given = lambda items: parse_settings(items) if items else None  # noqa: E731
-    engine_settings = pick(given(args.engine_set), "engine_settings", dict(preset.engine_settings))
+    def merged(items, key, preset_value):  # KEY=VALUE flags update the saved or preset settings
+        base = saved[key] if key in saved else dict(preset_value)
+        return {**base, **parse_settings(items)} if items else base
+
+    engine = pick(args.engine, "engine", preset.engine)
+    data = pick(args.data, "data", preset.data)
+    # Another engine or data set than the preset's starts from no settings of the preset's.
+    engine_base = preset.engine_settings if engine == preset.engine else {}
+    data_base = preset.data_settings if data == preset.data else {}
     return {
         "model": args.model,
-        "model_settings": pick(given(args.set), "model_settings", dict(preset.settings)),
-        "engine": pick(args.engine, "engine", preset.engine),
-        "engine_settings": engine_settings,
-        "data": pick(args.data, "data", preset.data),
-        "data_settings": pick(given(args.data_set), "data_settings", dict(preset.data_settings)),
+        "model_settings": merged(args.set, "model_settings", preset.settings),
+        "engine": engine,
+        "engine_settings": merged(args.engine_set, "engine_settings", engine_base),
+        "data": data,
+        "data_settings": merged(args.data_set, "data_settings", data_base),
         "data_root": pick(args.data_root, "data_root", None),
         "epochs": pick(args.epochs, "epochs", preset.epochs),
         "batch_size": pick(args.batch_size, "batch_size", preset.batch_size),
@@ -316,7 +323,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             engine_name, engine = _engine(config["engine"], model, engine_settings)
             config["engine"] = engine_name
             print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on "
-                  f"{config['data'] or 'its own data'} {tuple(data.train.shape)} -> {out}")
+                  f"{config['data'] or 'its own data'} {_shapes(data.train)} -> {out}")
             history = fit(engine, data.train, epochs=config["epochs"], batch_size=config["batch_size"],
                           device=args.device, seed=config["seed"], checkpoint_dir=out, resume=args.resume,
                           overwrite=args.overwrite, run_config=config, progress=not args.quiet)
@@ -355,7 +362,7 @@ def _pretrain(model, data, engine_name: str, settings: dict[str, Any], config: d
     train = data.train
     run.commit(config, overwrite=args.overwrite)
     print(f"training {type(model).__name__} greedily, layer by layer, by contrastive divergence ({engine_name}) "
-          f"on {config['data']} {tuple(train.shape)} -> {run.path}")
+          f"on {config['data']} {_shapes(train)} -> {run.path}")
     histories = model.pretrain(train, epochs=config["epochs"], batch_size=config["batch_size"],
                                persistent=engine_name == "pcd", seed=config["seed"], progress=not args.quiet,
                                **settings)
@@ -365,6 +372,10 @@ def _pretrain(model, data, engine_name: str, settings: dict[str, Any], config: d
     save_checkpoint(run.path / CHECKPOINT_NAME, {"model": model.state_dict(), "engine_name": engine_name,
                                                  "step": sum(len(h) for h in histories)})
     return histories[-1]
+
+
+def _shapes(data) -> str:
+    return ", ".join(str(tuple(t.shape)) for t in data) if isinstance(data, tuple) else str(tuple(data.shape))
 
 
 def _fmt(metrics: dict) -> str:
@@ -486,8 +497,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CommandError(f"--limit: expected a positive number of test points, got {args.limit}")
     if args.num_samples < 1:
         raise CommandError(f"--num-samples: expected a positive number, got {args.num_samples}")
-    config, model, _ = _load_run(args.run, args.model)
+    config, model, engine = _load_run(args.run, args.model)
     data = _data_of(config, model, args.data_root)
+    if args.metric:
+        return _eval_metrics(args, config, model, engine, data)
     test = data.test[: args.limit] if args.limit else data.test
     test = test.reshape(test.shape[0], -1) if test.dim() > 2 else test
     if args.method is None:
@@ -515,6 +528,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     save_json(Path(args.run) / "eval.json", result)
     print(f"{config['model']} on {config.get('data') or 'its own data'} test ({test.shape[0]}): NLL {nll:.3f} nats "
           f"({result['bits_per_dim']:.4f} bits/dim) by {method}")
+    return 0
+
+
+def _eval_metrics(args, config, model, engine, data) -> int:
+    """Sample-quality metrics of the run's samples against the test split (`inference.metrics`)."""
+    from inference.checkpoint import save_json
+    from inference.metrics import evaluate_samples
+    from inference.sampling import draw
+
+    test = data.test[: args.limit] if args.limit else data.test
+    n = args.num_draws
+    samples = draw(model, n, engine=engine, start=data.train).detach().cpu()
+    try:
+        result = evaluate_samples(samples.reshape(n, -1), test.reshape(len(test), -1).cpu(), args.metric,
+                                  dataset=config.get("data") or "digits")
+    except ValueError as error:
+        raise CommandError(f"--metric: {error}") from error
+    result = {"samples": n, "test_size": len(test), **result}
+    save_json(Path(args.run) / "eval_metrics.json", result)
+    print(f"{config['model']} on {config.get('data')} test ({len(test)}), {n} samples: "
+          + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     return 0
 
 
@@ -585,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=None, help="iwae, exact or ais (default: one that applies, and it says which)")
     p.add_argument("--num-samples", type=int, default=100, help="importance samples (iwae) or chains (ais)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test points only")
+    p.add_argument("--metric", action="append", default=None, choices=("fd", "kid", "is", "pr", "mmd", "parzen", "modes"),
+                   help="sample-quality metric(s) of the run's samples instead of the log-likelihood (repeatable)")
+    p.add_argument("--num-draws", type=int, default=1000, help="samples drawn for --metric")
     p.add_argument("--data-root", default=None)
     p.set_defaults(func=cmd_eval)
     return parser

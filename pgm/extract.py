@@ -9,7 +9,10 @@ Unit level: each site is expanded into one node per unit (element of its value, 
 and dependencies are found by autograd at random probe points: a directed edge `w -> u`
 wherever the log density of unit `u` has a nonzero derivative with respect to the value of unit
 `w`, and an undirected edge `u - w` wherever a potential has a nonzero mixed second derivative
-in `u` and `w` (its units interact). Networks are invisible to both: only sample sites are nodes.
+in `u` and `w` (its units interact). A joint event whose distribution states its per-unit
+conditionals (`unit_log_prob(value)`, e.g. `models.autoregressive.Autoregressive`) is expanded
+into its units too, so an autoregressive site shows its complete DAG, its masks' connectivity or
+its receptive field. Networks are invisible to both: only sample sites are nodes.
 """
 
 from __future__ import annotations
@@ -334,9 +337,12 @@ def _probe_value(fn, like: torch.Tensor, spread: float = 0.0) -> torch.Tensor:
 
 
 def _is_binary(base) -> bool:
+    support = base.support
+    while hasattr(support, "base_constraint"):  # independent(boolean, k): binary units in a joint event
+        support = support.base_constraint
     return isinstance(base, (dist.Bernoulli, torch.distributions.Bernoulli)) or getattr(
-        base.support, "lower_bound", None
-    ) == 0 and getattr(base.support, "upper_bound", None) == 1 and getattr(base.support, "is_discrete", False)
+        support, "lower_bound", None
+    ) == 0 and getattr(support, "upper_bound", None) == 1 and getattr(support, "is_discrete", False)
 
 
 def _is_discrete(base) -> bool:
@@ -377,9 +383,14 @@ def _first_element(t: torch.Tensor, plate_dims) -> torch.Tensor:
 
 
 def _per_unit_density(fn, value: torch.Tensor) -> torch.Tensor | None:
-    """Elementwise log density over the site's full value shape, or None if the event does not
+    """Elementwise log density over the site's full value shape (a joint event's per-unit
+    conditionals where its distribution has `unit_log_prob`), or None if the event does not
     factorise into units (e.g. a MultivariateNormal, which then stays one node)."""
     base = unwrap(fn)
+    unit_log_prob = getattr(base, "unit_log_prob", None)
+    if callable(unit_log_prob):  # a joint event that states its per-unit conditionals (autoregressive)
+        lp = unit_log_prob(value)
+        return lp.expand(value.shape) if lp.shape != value.shape else lp
     if tuple(base.event_shape):
         return None
     lp = base.log_prob(value)

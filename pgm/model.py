@@ -58,6 +58,7 @@ class Structure:
     finite_latent: bool  # every latent site has a finite support
     continuous_data: bool  # every observed site has a continuous (real-valued) support
     discrete_data: bool  # every observed site has a discrete support
+    point_mass: tuple[str, ...] = ()  # observed sites given by a Delta: data a deterministic function of latents
 
     @property
     def directed(self) -> bool:
@@ -168,11 +169,16 @@ class Model(nn.Module):
         return None
 
     def _unnormalised_reason(self, s: Structure) -> str | None:
-        """Why the program's joint density is not normalised for learning, or None. A
+        """Why the program's joint density is not normalised for learning, or None. An observed
+        site given by a Delta (an implicit model, x = G(z): a GAN) has no density at all. A
         `pyro.factor` potential leaves log Z unknown when its scope holds an observed site (an
         RBM, an EBM) or when its value depends on the model's learnable parameters (the top RBM
         of a DBN: its log Z changes with them). Parameter-free potentials over latents alone (a
         soft constraint in inference) keep the program usable by ELBO methods."""
+        if s.point_mass:
+            return (f"its observed sites ({', '.join(s.point_mass)}) are point masses (Delta): the data are a "
+                    "deterministic function of the latents, so there is no likelihood (an implicit model; train it "
+                    "adversarially, or give it a noise likelihood)")
         if not s.factor:
             return None
         from pgm.extract import graph_of
@@ -561,12 +567,15 @@ def _overrides(model: Model, method: str) -> bool:
 def _structure(trace) -> Structure:
     kinds: dict[str, list[str]] = {"latent": [], "observed": [], "factor": [], "deterministic": []}
     finite, continuous, discrete = True, True, True
+    point_mass = []
     for name, site in sample_sites(trace):
         kind = site_kind(site)
         kinds[kind].append(name)
         base = unwrap(site["fn"])
         if kind == "latent" and not getattr(base, "has_enumerate_support", False):
             finite = False
+        if kind == "observed" and isinstance(base, dist.Delta):
+            point_mass.append(name)
         if kind == "observed":
             is_discrete = bool(getattr(base.support, "is_discrete", False))
             continuous &= not is_discrete
@@ -579,6 +588,7 @@ def _structure(trace) -> Structure:
         finite_latent=finite,
         continuous_data=continuous and bool(kinds["observed"]),
         discrete_data=discrete and bool(kinds["observed"]),
+        point_mass=tuple(point_mass),
     )
 
 

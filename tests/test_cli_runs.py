@@ -227,3 +227,10 @@ def test_eval_chooses_a_method_and_says_which(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--limit", "20", "--num-samples", "5"]) == 0
     assert "method: iwae" in capsys.readouterr().out
+
+
+def test_eval_metric_scores_the_runs_samples(trained, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--metric", "mmd", "--metric", "fd", "--num-draws", "100"]) == 0
+    result = json.loads((trained / "eval_metrics.json").read_text())
+    assert result["samples"] == 100 and result["fd"] >= 0 and "mmd" in result

@@ -1,0 +1,151 @@
+"""Adversarial speed: time per training step (one discriminator and one generator update) of
+`models.GAN` through `inference.Adversarial` and `inference.fit`, against a hand-written
+PyTorch GAN step with the same networks, loss and optimisers.
+
+Target (issue 13): at most 1.1x the hand-written step. Both sides run identical copies of the
+generator and discriminator, the non-saturating loss, Adam(lr=2e-4, betas=(0.5, 0.999)) for
+each, fresh samples for the discriminator update (no gradient through the generator) and for
+the generator update, and the moving average of the generator's weights (EMA, decay 0.999,
+`torch._foreach_lerp_`) on both sides. The framework side adds fit's batching, the finiteness
+check of every update and the metrics dict.
+
+Two settings: the 8 Gaussians (MLPs 2 -> 128 -> 128 -> 2 / 2 -> 256 -> 256 -> 1, batch 256) and
+the digits (the `pgm train gan` sizes: MLPs 16 -> 256 -> 256 -> 64 / 64 -> 256 -> 256 -> 1, batch 64). Repeats are
+interleaved (hand, framework, hand, ...) and medians of per-step times reported.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_gan.py [--steps 50] [--repeat 7] [--setting toy|digits|both]
+
+Figures (2 shared CPU cores under a load average of 10-18, so per-step times are inflated
+several-fold and ratios noisy; `--steps 40 --repeat 7`): 8 Gaussians 87.6 ms hand-written vs 97.8 ms
+through fit, median of per-repeat ratios 1.068 (ratio of medians 1.117); digits 61.1 vs 63.3 ms,
+median ratio 1.087 (ratio of medians 1.035). To be remeasured on a quiet machine.
+
+Sample quality (`--quality`) trains the `pgm train gan` preset settings for the digits and prints
+FD / KID / IS / precision / recall of 1,000 samples against the 180 test digits, and of the 180
+validation digits (the real-data reference), on the features of `inference.metrics`' classifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from inference.adversarial import Adversarial
+from inference.fit import fit
+from models.gan import GAN
+
+
+def hand_written(gan: GAN, discriminator: torch.nn.Module, lr: float, ema: float = 0.999):
+    g, d = copy.deepcopy(gan.generator), copy.deepcopy(discriminator)
+    g_opt = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
+    average = [p.detach().clone() for p in g.parameters()]
+    z_dim = gan.z_dim
+    t = 0
+
+    def step(x: torch.Tensor) -> float:
+        nonlocal t
+        n = x.shape[0]
+        with torch.no_grad():
+            fake = g(torch.randn(n, z_dim))
+        d_loss = F.softplus(-d(x)).mean() + F.softplus(d(fake)).mean()
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        g_loss = F.softplus(-d(g(torch.randn(n, z_dim)))).mean()
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
+        t += 1
+        with torch.no_grad():
+            torch._foreach_lerp_(average, [p.detach() for p in g.parameters()], 1 - min(ema, (1 + t) / (10 + t)))
+        return float(g_loss.detach())
+
+    return step
+
+
+def bench(setting: str, steps: int, repeat: int) -> float:
+    torch.manual_seed(0)
+    lr = 2e-4
+    if setting == "toy":
+        batch, gan = 256, GAN(x_dim=2, z_dim=2, hidden_dims=(128, 128))
+        data = torch.randn(steps * batch, 2)
+    else:
+        batch, gan = 64, GAN(x_dim=64, z_dim=16, hidden_dims=(256, 256))
+        data = torch.rand(steps * batch, 64)
+    engine = Adversarial(copy.deepcopy(gan), lr=lr)
+    hand = hand_written(gan, engine.discriminator, lr)
+    batches = data.split(batch)
+
+    def time_hand() -> float:
+        start = time.perf_counter()
+        for x in batches:
+            hand(x)
+        return (time.perf_counter() - start) / len(batches)
+
+    def time_fit() -> float:
+        start = time.perf_counter()
+        fit(engine, data, epochs=1, batch_size=batch, progress=False, validate=False, seed=0)
+        return (time.perf_counter() - start) / len(batches)
+
+    time_hand(), time_fit()  # warm-up
+    times: dict[str, list[float]] = {"hand": [], "fit": []}
+    for _ in range(repeat):
+        times["hand"].append(time_hand())
+        times["fit"].append(time_fit())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = [f / h for f, h in zip(times["fit"], times["hand"])]
+    print(f"[{setting}] batch={batch} steps/repeat={steps} repeats={repeat}")
+    print(f"  hand-written PyTorch step        : {1e3 * med['hand']:.2f} ms")
+    print(f"  inference.fit + Adversarial step : {1e3 * med['fit']:.2f} ms   ratio of medians {med['fit'] / med['hand']:.3f}")
+    print(f"  per-repeat ratios: {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})")
+    return statistics.median(ratios)
+
+
+def quality(steps: int) -> None:
+    import warnings
+
+    import pgm.data
+    from inference.metrics import evaluate_samples
+
+    data = pgm.data.load("digits")
+    torch.manual_seed(0)
+    gan = GAN(x_dim=64, z_dim=16, hidden_dims=(256, 256))  # the `pgm train gan` preset
+    engine = Adversarial(gan, lr=5e-4)
+    start = time.perf_counter()
+    fit(engine, data, epochs=10_000, batch_size=64, max_steps=steps, seed=0, progress=False)
+    minutes = (time.perf_counter() - start) / 60
+    torch.manual_seed(1)
+    x = engine.sample(1000)
+    names = ("fd", "kid", "is", "pr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fake = evaluate_samples(x, data, names)
+        real = evaluate_samples(data.valid, data, names)
+    print(f"digits GAN, {steps} steps ({minutes:.1f} min); 1000 samples vs 180 test digits; real = 180 valid digits")
+    for k in fake:
+        print(f"  {k:10s} GAN {fake[k]:9.3f}   real {real[k]:9.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--setting", default="both", choices=["toy", "digits", "both"])
+    parser.add_argument("--quality", type=int, default=0, metavar="STEPS", help="also train the digits preset this many steps")
+    args = parser.parse_args()
+    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} torch threads={torch.get_num_threads()}")
+    for setting in (("toy", "digits") if args.setting == "both" else (args.setting,)):
+        bench(setting, args.steps, args.repeat)
+    if args.quality:
+        quality(args.quality)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""inference.sampling.draw: the posterior predictive for models with global latents, ancestral
+sampling for directed programs, independent Markov chains started apart for undirected ones."""
+
+import torch
+
+import models
+from inference.sampling import draw, global_latents
+
+
+def test_global_latents_are_the_sites_that_do_not_grow_with_the_data():
+    assert global_latents(models.get("gaussian_mixture")) == ["weights", "locs"]
+    assert global_latents(models.get("vae")) == []
+
+
+def test_models_with_global_latents_draw_from_the_fitted_posterior_not_the_prior():
+    model = models.NormalNormal(prior_loc=0.0, prior_scale=10.0, noise_scale=0.1)
+    with torch.no_grad():  # a guide fitted to data around 5: q(mu) = N(5, 0.01^2)
+        model.guide_loc.fill_(5.0)
+        model.guide_log_scale.fill_(torch.log(torch.tensor(0.01)))
+    torch.manual_seed(0)
+    x = draw(model, 500)
+    assert x.shape == (500,)
+    assert abs(float(x.mean()) - 5.0) < 0.05 and abs(float(x.std()) - 0.1) < 0.02
+
+
+def test_a_mixture_draws_around_its_fitted_components():
+    model = models.GaussianMixture(num_components=2, dim=2, scale=0.1)
+    with torch.no_grad():
+        model.guide_locs.copy_(torch.tensor([[3.0, 3.0], [-3.0, -3.0]]))
+        model.guide_locs_raw_scale.fill_(-10.0)
+        model.guide_initialized.fill_(True)
+    torch.manual_seed(0)
+    x = draw(model, 400)
+    nearest = torch.cdist(x, torch.tensor([[3.0, 3.0], [-3.0, -3.0]])).min(-1).values
+    assert x.shape == (400, 2) and float(nearest.max()) < 0.6
+
+
+def test_markov_chains_start_apart_from_distinct_data_points():
+    torch.manual_seed(0)
+    rbm = models.RBM(v_dim=6, h_dim=3)
+    data = torch.eye(6)
+    x = draw(rbm, 6, start=data, steps=1)
+    assert x.shape == (6, 6) and set(x.unique().tolist()) <= {0.0, 1.0}
