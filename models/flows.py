@@ -168,7 +168,7 @@ class Flow(Model):
     def base_dist(self) -> dist.Distribution:
         """The base distribution: a standard Normal over one datum's shape."""
         zero = torch.zeros(self.x_shape, dtype=self.dtype, device=self.device)
-        return dist.Normal(zero, torch.ones_like(zero)).to_event(self.event_dim)
+        return dist.Normal(zero, torch.ones_like(zero), validate_args=False).to_event(self.event_dim)
 
     def transforms(self, context: torch.Tensor | None = None) -> list:
         """The Pyro transforms base -> data for `context` (the logit post-processing included)."""
@@ -186,7 +186,9 @@ class Flow(Model):
 
     def distribution(self, context: torch.Tensor | None = None) -> dist.TransformedDistribution:
         """p(x) (or p(x | context)) as a Pyro `TransformedDistribution`."""
-        return dist.TransformedDistribution(self.base_dist(), self.transforms(self._context(context)))
+        # no argument validation: the flow checks its data itself (`_data`), and a support check
+        # per call costs more than a coupling layer at small sizes
+        return dist.TransformedDistribution(self.base_dist(), self.transforms(self._context(context)), validate_args=False)
 
     # ------------------------------------------------------------------ checks
     def _data(self, x) -> torch.Tensor:
