@@ -32,6 +32,7 @@ ENGINE_MODULES = (
     "nce",
     "maximum_likelihood",
     "objective",
+    "reverse_kl",
     "adversarial",
     "diffusion",
 )
@@ -52,6 +53,8 @@ _EXPORTS = {
     "FlowContrastive": "nce",
     "MaximumLikelihood": "maximum_likelihood",
     "Objective": "objective",
+    "ReverseKL": "reverse_kl",
+    "AutoFlow": "svi",
     "Adversarial": "adversarial",
     "Diffusion": "diffusion",
     "Sampler": "sampler",

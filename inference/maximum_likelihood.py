@@ -87,7 +87,8 @@ class MaximumLikelihood(Engine):
     def __init__(self, model: Any, guide: Callable | None = None, *, optim="adam", lr: float = 1e-3, **optim_kwargs) -> None:
         super().__init__(model, guide)
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
-        self.discrete = self.model.missing("discrete") is None
+        # discrete data, or a flow scoring discrete data through dequantization (`quantized`)
+        self.discrete = self.model.missing("discrete") is None or bool(getattr(self.model, "quantized", False))
 
     def loss(self, batch) -> torch.Tensor:
         # A model may train on a randomised log-likelihood (MADE's order-agnostic training draws

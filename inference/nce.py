@@ -326,6 +326,10 @@ class FlowContrastive(_Contrastive):
       part set to the data's moments in `validate` or on the first batch), a list of Pyro
       `TransformModule`s (made a `CouplingFlow`-like flow with those layers), or an ``nn.Module``
       offering ``log_prob(x)`` and ``rsample(n)``;
+    - `noise`: the same as `flow`, under the issue's name: any flow model of the zoo
+      (``noise=models.RealNVP(x_dim=2)``, `models.MAF`, ...; it offers ``log_prob(x)`` and
+      ``rsample(n)``), initialised from the data in `validate` through its ``init_from`` (the
+      data-dependent activation normalisation);
     - `optim`, `lr`: the optimiser of the model and c; `flow_lr`: the flow's (same optimiser).
 
     Each `step` updates the EBM and c on -V, then the flow on V. It returns ``loss`` (-V, the
@@ -344,6 +348,7 @@ class FlowContrastive(_Contrastive):
         guide: Callable | None = None,
         *,
         flow: Any = None,
+        noise: Any = None,
         num_layers: int = 4,
         hidden_dims: Sequence[int] = (32, 32),
         layer: str = "affine",
@@ -355,7 +360,16 @@ class FlowContrastive(_Contrastive):
         super().__init__(model, guide, optim, lr, optim_kwargs)
         m = self.model
         x_shape = tuple(m.example_inputs(1)[0].shape[1:])
-        self._flow_initialised = flow is not None
+        if noise is not None:
+            if flow is not None:
+                raise ValueError("noise, flow: give the trainable noise once (noise= or flow=), not both")
+            if not (isinstance(noise, nn.Module) and callable(getattr(noise, "log_prob", None)) and callable(getattr(noise, "rsample", None))):
+                raise TypeError(f"noise: expected a flow model with log_prob and rsample (e.g. models.RealNVP), got {type(noise).__name__}")
+            flow_shape = tuple(getattr(noise, "x_shape", x_shape))
+            if math.prod(flow_shape) != math.prod(x_shape):
+                raise ValueError(f"noise: the flow is over shape {flow_shape}, the model's data have shape {x_shape}")
+        self._flow_initialised = flow is not None or (noise is not None and not hasattr(noise, "init_from"))
+        flow = noise if noise is not None else flow
         if flow is None:
             flow = CouplingFlow(x_shape, num_layers=num_layers, hidden_dims=hidden_dims, layer=layer)
         elif isinstance(flow, (list, tuple, nn.ModuleList)):

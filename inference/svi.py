@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterable
 
 import pyro
@@ -72,10 +73,37 @@ from inference.posterior import Posterior
 from pgm.model import ProgramModel
 from pgm.program import isolated, sample_sites, site_kind, trace_program, unwrap
 
-__all__ = ["SVI", "ELBOS", "AUTOGUIDES", "make_optimizer", "ScaleLatents", "WarmUp"]
+__all__ = ["SVI", "ELBOS", "AUTOGUIDES", "AutoFlow", "make_optimizer", "ScaleLatents", "WarmUp"]
 
 ELBOS = ("trace", "meanfield", "iwae", "renyi", "tracegraph", "enum")
+
+
+def _flow_layers(num_layers: int, hidden_dims, latent_dim: int):
+    """`num_layers` inverse autoregressive layers (Pyro's `affine_autoregressive`: one-pass
+    sampling, and the density of its own draws from the cache) over `latent_dim` dims."""
+    import warnings
+
+    from pyro.distributions import transforms as T
+
+    hidden = [max(4 * latent_dim, 32)] * 2 if hidden_dims is None else [int(h) for h in hidden_dims]
+    with warnings.catch_warnings():  # one latent dimension: the layer is an affine map, as wanted
+        warnings.simplefilter("ignore", UserWarning)
+        return T.ComposeTransformModule([T.affine_autoregressive(latent_dim, hidden_dims=hidden) for _ in range(num_layers)])
+
+
+class AutoFlow(autoguide.AutoNormalizingFlow):
+    """Autoguide: all latent sites, unconstrained and flattened, under a normalizing flow of
+    `num_layers` inverse autoregressive layers (`hidden_dims` their MADE conditioners) over a
+    standard Normal (Pyro's `AutoNormalizingFlow`). ``SVI(program, guide="flow")``."""
+
+    def __init__(self, model, num_layers: int = 2, hidden_dims=None, **kwargs):
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+            raise ValueError(f"num_layers: expected a positive int, got {num_layers!r}")
+        super().__init__(model, partial(_flow_layers, num_layers, hidden_dims), **kwargs)
+
+
 AUTOGUIDES: dict[str, type] = {
+    "flow": AutoFlow,
     "normal": autoguide.AutoNormal,
     "delta": autoguide.AutoDelta,
     "multivariate": autoguide.AutoMultivariateNormal,
@@ -167,7 +195,8 @@ class SVI(Engine):
         model: a `pgm.Model`, or a plain Pyro program whose positional arguments are the data
             (`inference.engine.as_args(batch)`).
         guide: None (the model's own guide, else an `AutoNormal`), an autoguide name
-            ("normal", "delta", "multivariate", "lowrank", "diagonal"), or a guide program
+            ("normal", "delta", "multivariate", "lowrank", "diagonal", "flow": `AutoFlow`, inverse
+            autoregressive layers over the latents), or a guide program
             (any callable, e.g. an autoguide instance).
         elbo: one of `ELBOS` (see the module docstring).
         num_particles: Monte Carlo samples per step (the K of "iwae").

@@ -15,6 +15,7 @@ from models.vae import VAE
 from models.vqvae import VQVAE
 from models.ebm import EBM, ClassifierEBM, GaussianEBM
 from models.gan import GAN
+from models.flows import IAF, MAF, NICE, Flow, Glow, RealNVP, SplineFlow
 from models.autoregressive import Autoregressive, AutoregressiveModel, MaskEnsemble
 from models.fvsbn import FVSBN
 from models.nade import NADE
@@ -29,6 +30,7 @@ __all__ = [
     "NormalNormal", "BayesianLogisticRegression", "GaussianMixture",
     "RBM", "GaussianRBM", "BoltzmannMachine", "DBN",
     "VAE", "VQVAE", "GAN", "EBM", "GaussianEBM", "ClassifierEBM",
+    "Flow", "NICE", "RealNVP", "MAF", "IAF", "Glow", "SplineFlow",
     "FVSBN", "NADE", "MADE", "MixtureMADE", "PixelCNN", "Autoregressive", "AutoregressiveModel", "MaskEnsemble",
     "DDPM", "ConditionalDDPM", "NCSN",
 ]

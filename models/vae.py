@@ -154,10 +154,12 @@ class VAE(Model):
     `num_categories` for "categorical". `prior`: "normal" (standard Normal over z_dim dims), a
     distribution with event shape (z_dim,), or a callable returning one (an `nn.Module` prior
     is registered, so its parameters are trained and it follows `.to()`; a distribution
-    object keeps the device and dtype it was made with). `flow`: number of IAF layers on the guide
-    (Pyro's `affine_autoregressive`, shared by all data, applied after the amortised Gaussian;
-    `flow_hidden_dims` sizes their autoregressive networks); they are submodules (`flows`), so
-    engines train them with the rest.
+    object keeps the device and dtype it was made with). `flow`: the posterior family, pushed after
+    the amortised Gaussian and shared by all data: an int (that many IAF layers, Pyro's
+    `affine_autoregressive`, kept in `flows`), a flow family name of `models.flows.FLOWS`
+    ("iaf", "maf", "realnvp", "nice", "spline"; `flow_layers` layers of `flow_hidden_dims`), or
+    a `models.Flow` over vectors of z_dim (its layers are used; kept in `posterior_flow`). They
+    are submodules, so engines train them with the rest.
 
     >>> import pgm
     >>> vae = VAE(x_dim=6, z_dim=2, hidden_dims=(8,))
@@ -183,8 +185,9 @@ class VAE(Model):
         prior: str | dist.Distribution | Callable = "normal",
         conv: bool = False,
         channels: Sequence[int] = (32, 64),
-        flow: int | None = None,
+        flow: "int | str | Model | None" = None,
         flow_hidden_dims: Sequence[int] | None = None,
+        flow_layers: int = 2,
         encoder_scale: str = "softplus",
     ) -> None:
         super().__init__()
@@ -221,6 +224,9 @@ class VAE(Model):
         # An nn.Module prior becomes a child module (its parameters are trained with the rest).
         self.prior = _resolve_prior(prior, z_dim)
         self.flows = nn.ModuleList()
+        self.posterior_flow = _posterior_flow(flow, z_dim, flow_layers, flow_hidden_dims)
+        if self.posterior_flow is not None:
+            flow = None
         if flow is not None:
             flow = checks.int_at_least("flow", flow, 0)
         if flow_hidden_dims is not None:
@@ -266,6 +272,8 @@ class VAE(Model):
         q = dist.Normal(loc, scale).to_event(1)
         if len(self.flows):
             q = dist.TransformedDistribution(q, list(self.flows))
+        elif self.posterior_flow is not None:
+            q = dist.TransformedDistribution(q, self.posterior_flow.transforms())
         return q
 
     # ------------------------------------------------------------------ the program
@@ -304,11 +312,32 @@ class VAE(Model):
     def reconstruct(self, x: torch.Tensor, *, sample_z: bool = False) -> torch.Tensor:
         """Decoder means E[x | z] at z = the guide's mean (`sample_z=True`: a guide draw)."""
         q = self.posterior_dist(x)
-        if sample_z or len(self.flows):
+        if sample_z or len(self.flows) or self.posterior_flow is not None:
             z = q.sample()
         else:
             z = self.encode(x)[0]
         return self.likelihood.mean(self.decoder_params(z))
+
+
+def _posterior_flow(flow, z_dim: int, flow_layers: int, flow_hidden_dims):
+    """The flow family of the guide when `flow` names one or is a `models.Flow`, else None."""
+    from models.flows import FLOWS, Flow
+
+    if isinstance(flow, Flow):
+        if flow.x_shape != (z_dim,) or flow.context_dim is not None or flow.levels is not None:
+            raise ValueError(f"flow: expected an unconditional flow over vectors of z_dim={z_dim}, got {flow!r}")
+        return flow
+    if not isinstance(flow, str):
+        return None
+    vector = {k: v for k, v in FLOWS.items() if k != "glow"}
+    if flow not in vector:
+        raise ValueError(f"flow: expected a number of IAF layers or one of {sorted(vector)}, got {flow!r}")
+    if z_dim < 2:
+        raise ValueError(f"flow: a {flow} posterior needs z_dim >= 2, got {z_dim}")
+    if not isinstance(flow_layers, int) or isinstance(flow_layers, bool) or flow_layers < 1:
+        raise ValueError(f"flow_layers: expected a positive int, got {flow_layers!r}")
+    hidden = (max(4 * z_dim, 32),) if flow_hidden_dims is None else tuple(int(h) for h in flow_hidden_dims)
+    return vector[flow](x_dim=z_dim, num_layers=flow_layers, hidden_dims=hidden, normalize=False)
 
 
 def _resolve_shape(x_dim, x_shape) -> tuple[int, ...]:
