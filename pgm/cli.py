@@ -132,12 +132,6 @@ RUN_CONFIG = "config.json"
 DATA_DIM_ARGS = ("x_dim", "v_dim")
 
 
-def _engine_names() -> list[str]:
-    from inference.choice import ENGINE_PRESETS
-
-    return list(ENGINE_PRESETS)
-
-
 def _with_sampler(model, settings: dict[str, Any]) -> dict[str, Any]:
     """Replace `sampler=gibbs|ula|mala` (with `sampler_step_size=`, `sampler_steps=`) by the
     sampler object the engine takes."""
@@ -719,7 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_epilog() -> str:
+    import inference
     from inference.choice import ENGINE_PRESETS
+
+    inference.load_engines()  # engines register their command-line names on import
 
     import pgm.data
 
