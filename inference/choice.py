@@ -110,7 +110,7 @@ def default_eval_method(model) -> tuple[str, str]:
     energy models whose log Z is unknown, else the IWAE bound through the model's guide.
 
     >>> import models
-    >>> default_eval_method(models.get("vae"))[0], default_eval_method(models.get("rbm"))[0]
+    >>> default_eval_method(models.get("vae"))[0], default_eval_method(models.RBM(v_dim=64, h_dim=128))[0]
     ('iwae', 'ais')
     """
     capabilities = model.capabilities()

@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.registry import register
+from models import checks
 from models.unet import NETWORKS, noise_network
 from pgm import Model
 
@@ -117,9 +118,7 @@ def ddim_timesteps(num_steps: int, steps: int, spacing: str = "trailing") -> lis
 
 
 def _positive_int(arg: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{arg}: expected a positive int, got {value!r}")
-    return value
+    return checks.positive_int(arg, value)
 
 
 #: `pgm train ddpm`: the 8x8 digits in a few CPU minutes (about 3,000 steps of a 256-wide MLP).
@@ -175,9 +174,9 @@ class DDPM(Model):
         super().__init__()
         shape_arg = ("x_dim", x_dim) if x_shape is None else ("x_shape", x_shape)
         value = shape_arg[1]
-        shape = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value) if isinstance(value, (tuple, list, torch.Size)) else None
-        if not shape or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape):
-            raise ValueError(f"{shape_arg[0]}: expected a positive int or a tuple of positive ints, got {value!r}")
+        name = "x_dim" if x_shape is None else "x_shape"
+        shape = (checks.positive_int(name, value),) if x_shape is None or isinstance(value, int) else checks.shape(name, value)
+        channels = checks.dims("channels", channels)
         self.x_shape = shape
         self.num_steps = _positive_int("num_steps", num_steps)
         if schedule not in SCHEDULES:
@@ -187,14 +186,11 @@ class DDPM(Model):
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction: expected one of {PREDICTIONS}, got {prediction!r}")
         if num_classes is not None:
-            _positive_int("num_classes", num_classes)
+            checks.int_at_least("num_classes", num_classes, 2)
         if network not in NETWORKS:
             raise ValueError(f"network: expected one of {NETWORKS}, got {network!r}")
-        for arg, v in (("shift", shift), ("scale", scale)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise ValueError(f"{arg}: expected a finite number, got {v!r}")
-        if not scale > 0:
-            raise ValueError(f"scale: expected a positive number, got {scale!r}")
+        shift = checks.finite_float("shift", shift)
+        scale = checks.finite_float("scale", scale, positive=True)
         if clip is not None:
             if not (isinstance(clip, (tuple, list)) and len(clip) == 2 and float(clip[0]) < float(clip[1])):
                 raise ValueError(f"clip: expected None or (low, high) with low < high, got {clip!r}")

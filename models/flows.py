@@ -50,6 +50,7 @@ from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDe
 from torch import nn
 
 from models.dequantize import DEQUANTIZATIONS, UniformDequantization, VariationalDequantization, logit_transforms
+from models import checks
 from models.flow_layers import (
     ActNorm,
     ConvCouplingNet,
@@ -68,19 +69,15 @@ __all__ = ["Flow", "NICE", "RealNVP", "MAF", "IAF", "Glow", "SplineFlow", "Condi
 
 
 def _positive_int(arg: str, value, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{arg}: expected an int >= {minimum}, got {value!r}")
-    return value
+    return checks.int_at_least(arg, value, minimum)
 
 
 def _shape(x_dim, x_shape) -> tuple[int, ...]:
     if x_shape is None and x_dim is None:
         raise ValueError("x_dim, x_shape: give the data's size, x_dim=D for vectors or x_shape=(C, H, W) for images")
     if x_shape is not None:
-        shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(int(v) for v in x_shape)
-        if not shape or any(v < 1 for v in shape):
-            raise ValueError(f"x_shape: expected a tuple of positive ints, got {x_shape!r}")
-        if x_dim is not None and int(x_dim) != math.prod(shape):
+        shape = (checks.positive_int("x_shape", x_shape),) if isinstance(x_shape, int) else checks.shape("x_shape", x_shape)
+        if x_dim is not None and checks.positive_int("x_dim", x_dim) != math.prod(shape):
             raise ValueError(f"x_dim, x_shape: x_dim={x_dim} does not match x_shape={shape}")
         return shape
     return (_positive_int("x_dim", x_dim),)
@@ -357,7 +354,7 @@ class _VectorFlow(Flow):
         if self.dim < 2:
             raise ValueError(f"x_dim: {type(self).__name__} needs at least 2 dimensions, got {self.dim}")
         self.x_dim = self.dim
-        self.hidden_dims = [int(h) for h in hidden_dims]
+        self.hidden_dims = list(checks.dims("hidden_dims", hidden_dims))
         self.layers.extend(self._build(num_layers, **layer_options))
         if normalize:
             self.layers.append(ActNorm(self.dim, event_dim=1, data_init=True))

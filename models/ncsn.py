@@ -28,6 +28,7 @@ from pyro.distributions import constraints
 from torch import nn
 
 from models.registry import register
+from models import checks
 from models.unet import NETWORKS, noise_network
 from pgm import Model
 
@@ -91,9 +92,9 @@ class NCSN(Model):
     ) -> None:
         super().__init__()
         value = x_dim if x_shape is None else x_shape
-        shape = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value) if isinstance(value, (tuple, list, torch.Size)) else None
-        if not shape or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape):
-            raise ValueError(f"{'x_dim' if x_shape is None else 'x_shape'}: expected a positive int or a tuple of positive ints, got {value!r}")
+        name = "x_dim" if x_shape is None else "x_shape"
+        shape = (checks.positive_int(name, value),) if x_shape is None or isinstance(value, int) else checks.shape(name, value)
+        channels = checks.dims("channels", channels)
         self.x_shape = shape
         from inference.langevin import check_sigmas
 

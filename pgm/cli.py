@@ -398,7 +398,7 @@ def _write_samples(model, n: int, path: Path, data=None, engine=None, **options)
     flat = x.reshape(x.shape[0], -1)
     if flat.shape[1] == 2:
         pictures.scatter_2d(flat, path, data=None if data is None else data[:2000].cpu())
-        if "energy" in model.capabilities():
+        if "energy" in model.capabilities() and "continuous" in model.capabilities():
             pictures.energy_2d(model.energy, path.with_name(path.stem + "_density.png"), dtype=model.dtype,
                                device=model.device)
     elif pictures.image_shape(flat.shape[1]) is not None or x.dim() >= 3:

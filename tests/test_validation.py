@@ -163,6 +163,9 @@ ENGINE_FACTORIES = {
     "ScoreMatching": lambda **kw: inference.ScoreMatching(models.GaussianEBM(2), **kw),
     "NCE": lambda **kw: inference.NCE(models.GaussianEBM(2), **kw),
     "FlowContrastive": lambda **kw: inference.FlowContrastive(models.GaussianEBM(2), num_layers=1, hidden_dims=(8,), **kw),
+    "Diffusion": lambda **kw: inference.Diffusion(models.DDPM(x_dim=2, num_steps=3, hidden_dim=8, num_layers=1), **kw),
+    "ReverseKL": lambda **kw: inference.ReverseKL(models.RealNVP(2, num_layers=1, hidden_dims=(8,)),
+                                                  target=lambda x: -(x ** 2).sum(-1) / 2, **kw),
     "Objective": lambda **kw: inference.Objective(
         models.VQVAE(x_dim=4, num_codes=4, code_dim=2, num_latents=2, hidden_dims=(8,)), **kw),
 }
