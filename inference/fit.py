@@ -46,7 +46,7 @@ from inference.checkpoint import (
 )
 from inference.engine import Engine, NonFiniteLossError
 from inference.history import History
-from inference.rundir import RunDirectory
+from inference.rundir import RunDirectory, as_json
 
 __all__ = ["fit", "resolve_device"]
 
@@ -206,16 +206,10 @@ def _fingerprint(engine: Engine, args: tuple[torch.Tensor, ...]) -> dict[str, An
         "engine": engine.name,
         "engine_class": type(engine).__name__,
         "engine_state": sorted(engine.state_dict()),
-        "engine_kind": _normal_json(engine.signature()),
+        "engine_kind": as_json(engine.signature()),
         "data": {"shapes": [list(a.shape) for a in args], "dtypes": [str(a.dtype) for a in args],
                  "sha256": digest.hexdigest()},
     }
-
-
-def _normal_json(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 def _optimizers(engine: Engine) -> list[torch.optim.Optimizer]:

@@ -45,7 +45,7 @@ from inference.checkpoint import (
 )
 
 __all__ = ["RunDirectory", "RunDirectoryError", "RunLockedError", "RunExistsError", "ResumeMismatchError",
-           "CONFIG_NAME", "LOCK_NAME", "SAFE", "differences"]
+           "CONFIG_NAME", "LOCK_NAME", "SAFE", "differences", "as_json"]
 
 CONFIG_NAME = "config.json"
 LOCK_NAME = ".lock"
@@ -86,12 +86,12 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> d
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out.update(differences(a, b, f"{prefix}{key}."))
-        elif _normal(a) != _normal(b):
+        elif as_json(a) != as_json(b):
             out[f"{prefix}{key}"] = (a, b)
     return out
 
 
-def _normal(value: Any) -> Any:
+def as_json(value: Any) -> Any:
     """JSON's view of a value: tuples and lists alike."""
     return json.loads(json.dumps(value, default=str))
 

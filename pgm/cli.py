@@ -309,6 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         from inference.choice import trains_greedily
 
+        engine = None  # a greedy layer-wise run has no one engine
         if trains_greedily(model, config["engine"]):
             engine_name = config["engine"] or "cd"
             config["engine"] = engine_name
@@ -327,8 +328,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             history = fit(engine, train, epochs=config["epochs"], batch_size=config["batch_size"],
                           device=args.device, seed=config["seed"], checkpoint_dir=out, resume=args.resume,
                           overwrite=args.overwrite, run_config=config, progress=not args.quiet)
-        _pictures(model, history, data, out, args.num_samples, engine=None if trains_greedily(model, engine_name)
-                  else engine)
+        _pictures(model, history, data, out, args.num_samples, engine=engine)
     print(f"done: {len(history)} steps; last metrics {_fmt(history.last())}; run directory {out}")
     return 0
 
