@@ -24,10 +24,19 @@ class Preset:
     - `engine_settings`: engine keywords (`--engine-set`);
     - `data`: a `pgm.data` name, or None for the data the model carries (`model.own_data()`);
     - `data_settings`: `pgm.data.load` keywords (`--data-set`);
-    - `epochs`, `batch_size`, `lr` (None: the engine's default learning rate).
+    - `epochs`, `batch_size`, `lr` (None: the engine's default learning rate);
+    - `variants`: for another data set, the fields that change: `{data name: {field: value}}`.
+      `pgm train gan --data 8gaussians` trains with the `8gaussians` variant, whose `settings`,
+      `engine_settings` and `data_settings` update the preset's and whose other fields replace
+      them (`Preset.for_data`).
 
     >>> Preset(epochs=5).data
     'digits'
+    >>> p = Preset(settings={"z_dim": 32}, epochs=5,
+    ...            variants={"moons": dict(settings={"x_dim": 2}, epochs=50)})
+    >>> v = p.for_data("moons")
+    >>> (v.data, v.settings, v.epochs), p.for_data("digits") is p
+    (('moons', {'z_dim': 32, 'x_dim': 2}, 50), True)
     """
 
     settings: dict[str, Any] = field(default_factory=dict)
@@ -38,6 +47,33 @@ class Preset:
     epochs: int = 10
     batch_size: int | None = 128
     lr: float | None = None
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in fields(self)} - {"variants", "data"}
+        for data, changes in self.variants.items():
+            if not isinstance(changes, dict):
+                raise TypeError(f"train: variants[{data!r}] must be a dict of preset fields, "
+                                f"got {type(changes).__name__}")
+            unknown = sorted(set(changes) - known)
+            if unknown:
+                raise TypeError(f"train: variants[{data!r}] has unknown fields {unknown}; "
+                                f"expected some of {sorted(known)}")
+
+    def for_data(self, data: str | None) -> "Preset":
+        """The preset for training on `data`: itself when `data` is its own data set or has no
+        variant, else with the variant's changes (dict fields updated, others replaced)."""
+        if data is None or data == self.data or data not in self.variants:
+            return self
+        changes = dict(self.variants[data])
+        for key in ("settings", "engine_settings"):
+            if key in changes:
+                changes[key] = {**getattr(self, key), **changes[key]}
+        # data settings belong to a data set: the variant's own, never the preset's data's.
+        changes.setdefault("data_settings", {})
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes, data=data, variants={})
+        return Preset(**values)
 
     @classmethod
     def of(cls, spec: "Preset | dict[str, Any] | None") -> "Preset":
@@ -89,15 +125,16 @@ def entry(name: str) -> tuple[type, dict[str, Any], str]:
     return _REGISTRY[name]
 
 
-def preset(name: str) -> Preset:
-    """The training preset of the registered model `name`.
+def preset(name: str, data: str | None = None) -> Preset:
+    """The training preset of the registered model `name`, for the data set `data` when given
+    (its variant for that data, `Preset.for_data`).
 
     >>> import models
     >>> models.preset("rbm").settings["h_dim"] >= 64
     True
     """
     entry(name)
-    return _PRESETS[name]
+    return _PRESETS[name].for_data(data)
 
 
 def get(name: str, **kwargs: Any):

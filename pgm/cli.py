@@ -100,7 +100,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         cls, defaults, doc = models.entry(name)
         preset = models.preset(name)
         engine = preset.engine or "(first)"
-        data = preset.data or "(its own)"
+        data = "|".join([preset.data or "(its own)", *preset.variants])
         print(f"{name:<{width}}  {cls.__name__:<20} {engine:<10} {data:<14} {doc}")
     return 0
 
@@ -246,8 +246,9 @@ def _train_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> d
         base = saved[key] if key in saved else dict(preset_value)
         return {**base, **parse_settings(items)} if items else base
 
-    engine = pick(args.engine, "engine", preset.engine)
     data = pick(args.data, "data", preset.data)
+    preset = preset.for_data(data)  # the model's settings for that data set, if it has some
+    engine = pick(args.engine, "engine", preset.engine)
     # Another engine or data set than the preset's starts from no settings of the preset's.
     engine_base = preset.engine_settings if engine == preset.engine else {}
     data_base = preset.data_settings if data == preset.data else {}

@@ -234,3 +234,32 @@ def test_eval_metric_scores_the_runs_samples(trained, capsys):
     assert main(["eval", str(trained), "--metric", "mmd", "--metric", "fd", "--num-draws", "100"]) == 0
     result = json.loads((trained / "eval_metrics.json").read_text())
     assert result["samples"] == 100 and result["fd"] >= 0 and "mmd" in result
+
+
+# ---------------------------------------------------------------- presets per data set
+def test_a_data_set_variant_of_the_preset_is_used_only_for_that_data(monkeypatch):
+    from models import registry
+    from pgm.cli import _train_settings, build_parser
+
+    base = registry.Preset(settings={"z_dim": 16, "width": 64}, engine="adv", engine_settings={"loss": "ns"},
+                           data="digits", data_settings={"binarize": True}, epochs=5, batch_size=64, lr=2e-4,
+                           variants={"8gaussians": dict(settings={"z_dim": 2}, engine_settings={"d_steps": 2},
+                                                        data_settings={"n": 4000}, epochs=40, lr=1e-3)})
+    monkeypatch.setitem(registry._PRESETS, "normal_normal", base)
+    parse = build_parser().parse_args
+    toys = _train_settings(parse(["train", "normal_normal", "--data", "8gaussians"]), None)
+    assert toys["model_settings"] == {"z_dim": 2, "width": 64}
+    assert toys["engine_settings"] == {"loss": "ns", "d_steps": 2}
+    assert toys["data_settings"] == {"n": 4000}  # the digits' settings do not leak
+    assert (toys["epochs"], toys["batch_size"], toys["lr"]) == (40, 64, 1e-3)
+    # flags still win over the variant
+    flagged = _train_settings(parse(["train", "normal_normal", "--data", "8gaussians", "--epochs", "3",
+                                     "--set", "z_dim=3"]), None)
+    assert flagged["epochs"] == 3 and flagged["model_settings"]["z_dim"] == 3
+    # the preset's own data, and data without a variant, are unchanged / start from no data settings
+    own = _train_settings(parse(["train", "normal_normal"]), None)
+    assert own["model_settings"] == {"z_dim": 16, "width": 64} and own["data_settings"] == {"binarize": True}
+    other = _train_settings(parse(["train", "normal_normal", "--data", "moons"]), None)
+    assert other["epochs"] == 5 and other["data_settings"] == {}
+    with pytest.raises(TypeError, match=r"variants\['moons'\] has unknown fields \['epoch'\]"):
+        registry.Preset(variants={"moons": {"epoch": 3}})
