@@ -283,6 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with run.lock():
         saved = run.config() if args.resume else None
         config = _train_settings(args, saved)
+        metric_names = _train_metrics(args, config)
         # Refusals first, before anything is loaded or written: an existing run, changed settings.
         run.begin(config, resume=args.resume, overwrite=args.overwrite)
         pyro.set_rng_seed(config["seed"])  # the model's initialisation is part of the seeded run
@@ -328,10 +329,49 @@ def cmd_train(args: argparse.Namespace) -> int:
                 train = (data.train, data.train_labels)
             history = fit(engine, train, epochs=config["epochs"], batch_size=config["batch_size"],
                           device=args.device, seed=config["seed"], checkpoint_dir=out, resume=args.resume,
-                          overwrite=args.overwrite, run_config=config, progress=not args.quiet)
+                          overwrite=args.overwrite, run_config=config, progress=not args.quiet,
+                          callbacks=_metric_callbacks(args, config, data, metric_names))
         _pictures(model, history, data, out, args.num_samples, engine=engine)
     print(f"done: {len(history)} steps; last metrics {_fmt(history.last())}; run directory {out}")
     return 0
+
+
+def _train_metrics(args, config) -> list[str]:
+    """The metrics of ``--metric-every`` (checked before the run directory is touched): the
+    ``--metric`` flags, else FD and KID for images and MMD (+ mode coverage) for 2D toys."""
+    if args.metric_every is None:
+        return []
+    if args.metric_every < 1:
+        raise CommandError(f"--metric-every: expected a positive number of steps, got {args.metric_every}")
+    if args.metric_samples < 2:
+        raise CommandError(f"--metric-samples: expected at least 2 samples, got {args.metric_samples}")
+    from pgm.data import TOYS
+    from inference.metrics import RECIPES, TOY_MODES
+
+    name = config["data"]
+    if name not in RECIPES and name not in TOYS:
+        raise CommandError(f"--metric-every: no sample-quality metrics for data {name!r} "
+                           f"(the 2D toys and {', '.join(RECIPES)} have them)")
+    names = args.train_metric or (["fd", "kid"] if name in RECIPES else ["mmd"] + (["modes"] if name in TOY_MODES else []))
+    if name in TOYS and "is" in names:
+        raise CommandError(f"--metric: 'is' needs a classifier; the 2D toy {name!r} has none")
+    if "modes" in names and name not in TOY_MODES:
+        raise CommandError(f"--metric: 'modes' needs known mixture centres; {name!r} has none")
+    return names
+
+
+def _metric_callbacks(args, config, data, names: list[str]) -> list:
+    """With ``--metric-every N``: sample-quality metrics (`inference.metrics.metrics_callback`) of
+    ``--metric-samples`` draws against the validation split every N steps, into the history
+    (``metric/<name>`` columns) and so into loss.png."""
+    if not names:
+        return []
+    from inference.metrics import metrics_callback
+
+    reference = data.valid if data.valid is not None and len(data.valid) >= 2 else data.test
+    return [metrics_callback(reference.reshape(len(reference), -1).cpu(), every=args.metric_every,
+                             num_samples=args.metric_samples, metrics=names, dataset=config["data"],
+                             seed=config["seed"])]
 
 
 def _pictures(model, history, data, out: Path, num_samples: int, engine=None) -> None:
@@ -679,6 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download missing dataset files")
     p.add_argument("--num-samples", type=int, default=64, help="samples drawn for the picture at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--metric-every", type=int, default=None, metavar="N",
+                   help="every N steps, sample-quality metrics against the validation split into the history and loss.png")
+    p.add_argument("--metric", dest="train_metric", action="append", default=None,
+                   choices=("fd", "kid", "is", "pr", "mmd", "parzen", "modes"),
+                   help="with --metric-every: the metric(s) (default: fd, kid for images; mmd (+ modes) for 2D toys)")
+    p.add_argument("--metric-samples", type=int, default=1000, help="with --metric-every: samples drawn each time")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")

@@ -265,3 +265,59 @@ def test_each_loss_covers_the_eight_gaussians(loss):
     torch.manual_seed(1)
     coverage = mode_coverage(engine.sample(2000))
     assert coverage["modes"] >= 7 and coverage["high_quality"] >= 0.7, coverage
+
+
+# ---------------------------------------------------------------------------- the command line
+def test_the_8gaussians_variant_of_the_gan_preset():
+    from pgm.cli import _train_settings, build_parser
+
+    parse = build_parser().parse_args
+    toys = _train_settings(parse(["train", "gan", "--data", "8gaussians", "--engine-set", "loss=hinge"]), None)
+    assert toys["model_settings"] == {"z_dim": 2, "hidden_dims": (128, 128)}
+    assert toys["engine"] == "gan" and toys["engine_settings"] == {"hidden_dims": (128, 128), "loss": "hinge"}
+    assert (toys["batch_size"], toys["lr"]) == (256, 1e-3)
+    steps = toys["epochs"] * math.ceil(len(pgm.data.load("8gaussians").train) / toys["batch_size"])
+    assert 1400 <= steps <= 1600
+    digits = _train_settings(parse(["train", "gan"]), None)
+    assert digits["model_settings"]["z_dim"] == 16 and digits["data"] == "digits"
+
+
+def test_metrics_every_n_steps_from_the_command_line(tmp_path):
+    """`pgm train --metric-every N`: metric columns in history.json every N steps, in loss.png."""
+    import json
+
+    from pgm.cli import main
+
+    out = tmp_path / "gan"
+    assert main(["train", "gan", "--data", "8gaussians", "--epochs", "1", "--quiet", "--num-samples", "8",
+                 "--set", "hidden_dims=(8,)", "--engine-set", "hidden_dims=(8,)", "--out", str(out),
+                 "--metric-every", "10", "--metric-samples", "400"]) == 0
+    steps = json.loads((out / "history.json").read_text())["steps"]
+    assert len(steps["step"]) == 32
+    recorded = [s for s, v in zip(steps["step"], steps["metric/modes"]) if v is not None]
+    assert recorded == [10, 20, 30]
+    assert all(0 <= v <= 1 for v in steps["metric/mmd_p"] if v is not None)
+    assert all(0 <= v <= 1 for v in steps["metric/high_quality"] if v is not None)
+    with pytest.raises(SystemExit):  # an unknown metric is refused by the parser
+        main(["train", "gan", "--data", "8gaussians", "--metric-every", "5", "--metric", "fid", "--out", str(out)])
+    assert main(["train", "gan", "--data", "8gaussians", "--metric-every", "0", "--overwrite", "--quiet",
+                 "--out", str(out)]) != 0
+    assert (out / "history.json").exists()  # refused before the run directory was touched
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["nonsaturating", "hinge"])
+def test_pgm_train_gan_on_the_8gaussians_covers_the_modes(tmp_path, loss):
+    """`pgm train gan --data 8gaussians [--engine-set loss=hinge]` with the preset alone, then
+    `pgm eval RUN --metric modes` on 2,000 samples: >= 7 of 8 modes, >= 70% high quality."""
+    import json
+
+    from pgm.cli import main
+
+    out = tmp_path / loss
+    assert main(["train", "gan", "--data", "8gaussians", "--engine-set", f"loss={loss}", "--quiet",
+                 "--out", str(out)]) == 0
+    assert main(["eval", str(out), "--metric", "modes", "--metric", "pr", "--num-draws", "2000"]) == 0
+    result = json.loads((out / "eval_metrics.json").read_text())
+    assert result["modes"] >= 7 and result["high_quality"] >= 0.7, result
+    assert result["recall"] > 0.5, result
