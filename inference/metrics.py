@@ -410,6 +410,11 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(dims[-1], classes)
 
+    def train(self, mode: bool = True) -> "Classifier":
+        """A feature extractor is always in eval mode: ``train()`` leaves it there (its training
+        in `_train_classifier` needs no train mode: the network has no dropout or batch norm)."""
+        return super().train(False)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.reshape(x.shape[0], -1))
 
