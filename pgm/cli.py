@@ -322,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on "
                   f"{config['data'] or 'its own data'} {_shapes(data.train)} -> {out}")
             train = data.train
-            if getattr(model, "conditional", False):  # p(x | y): the labels are the program's second argument
+            if getattr(model, "conditional", False) is True:  # p(x | y): the labels are the program's second argument
                 if data.train_labels is None:
                     raise CommandError(f"--data: {type(model).__name__} is conditional and needs labels; "
                                        f"{config['data']} has none")
@@ -382,7 +382,7 @@ def _pictures(model, history, data, out: Path, num_samples: int, engine=None) ->
 
     if len(history):
         history.plot(out / "loss.png")
-    train = data.train[0] if isinstance(data.train, tuple) and getattr(model, "conditional", False) else (
+    train = data.train[0] if isinstance(data.train, tuple) and getattr(model, "conditional", False) is True else (
         data.train[-1] if isinstance(data.train, tuple) else data.train)
     pictured = model
     if len(model.structure().latent) > 100 and getattr(model, "name", None):
