@@ -20,6 +20,14 @@ several-fold and ratios noisy; `--steps 40 --repeat 7`): 8 Gaussians 87.6 ms han
 through fit, median of per-repeat ratios 1.068 (ratio of medians 1.117); digits 61.1 vs 63.3 ms,
 median ratio 1.087 (ratio of medians 1.035). To be remeasured on a quiet machine.
 
+The table (`--table [--max-epochs E] [--samples N] [--models a,b]`): every registry model whose
+preset trains on the digits (RBM, Boltzmann machine, DBN, VAE, VQ-VAE, GAN, FVSBN, NADE, MADE,
+PixelCNN, MAF, Glow, DDPM, conditional DDPM), each trained by `pgm train NAME` with its preset
+(epochs capped by --max-epochs), N true samples from `pgm sample RUN -o samples.pt`, and FD / KID /
+IS / precision / recall / MMD p-value against the 180 test digits, with each row's sample size
+and training time; the references are 180 validation digits and N training digits (a memoriser).
+Tutorial 08 prints the same table for a subset trained there.
+
 Sample quality (`--quality`) trains the `pgm train gan` preset settings for the digits and prints
 FD / KID / IS / precision / recall of 1,000 samples against the 180 test digits, and of the 180
 validation digits (the real-data reference), on the features of `inference.metrics`' classifier.
@@ -139,14 +147,77 @@ def quality(steps: int) -> None:
         print(f"  {k:10s} GAN {fake[k]:9.3f}   real {real[k]:9.3f}")
 
 
+def digits_families() -> list[str]:
+    """The registry's models whose training preset is on the digits (one or more per family)."""
+    import models
+
+    return [name for name in models.available() if models.preset(name).data == "digits"]
+
+
+def family_table(names: list[str], epochs: int | None, n: int, folder: str) -> None:
+    """Every model in `names` trained by its `pgm train NAME` preset (at most `epochs` epochs),
+    `n` true samples drawn by `pgm sample RUN -o samples.pt`, scored against the 180 test
+    digits on the classifier's features; a markdown table with each row's sample size."""
+    import warnings
+    from pathlib import Path
+
+    import models
+    import pgm.data
+    from inference.metrics import SampleSizeWarning, evaluate_samples
+    from pgm.cli import main as pgm_cli
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    digits = pgm.data.load("digits")
+    metrics = ("fd", "kid", "is", "pr", "mmd")
+    columns = ("fd", "kid", "is", "precision", "recall", "mmd_p")
+    rows: list[tuple[str, str, int, dict | str]] = []
+    warnings.simplefilter("ignore", SampleSizeWarning)
+    rows.append(("real (180 valid digits)", "-", len(digits.valid), evaluate_samples(digits.valid, digits, metrics)))
+    rows.append((f"memoriser ({n} train digits)", "-", n, evaluate_samples(digits.train[:n], digits, metrics)))
+    for name in names:
+        preset = models.preset(name)
+        run_epochs = preset.epochs if epochs is None else min(epochs, preset.epochs)
+        out = Path(folder) / name
+        start = time.perf_counter()
+        code = pgm_cli(["train", name, "--epochs", str(run_epochs), "--out", str(out), "--overwrite", "--quiet",
+                    "--num-samples", "16"])
+        if code == 0:
+            code = pgm_cli(["sample", str(out), "-n", str(n), "--seed", "1", "-o", str(out / "samples.pt")])
+        minutes = (time.perf_counter() - start) / 60
+        trained = f"{run_epochs}/{preset.epochs} ep, {minutes:.1f} min"
+        if code != 0:
+            rows.append((name, trained, 0, f"pgm exited with {code}"))
+            continue
+        x = torch.load(out / "samples.pt").reshape(n, -1).to(torch.float64)
+        rows.append((name, trained, n, evaluate_samples(x, digits, metrics)))
+    print(f"\nSample quality on the digits: {n} samples per model against the {len(digits.test)} test digits "
+          f"(features and IS from inference.metrics' classifier; MMD test on pixels)\n")
+    print("| model | trained | n | " + " | ".join(columns) + " |")
+    print("|---|---|---|" + "---|" * len(columns))
+    for name, trained, size, result in rows:
+        cells = ([f"{result[c]:.3f}" for c in columns] if isinstance(result, dict) else [result] + [""] * (len(columns) - 1))
+        print(f"| {name} | {trained} | {size} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--setting", default="both", choices=["toy", "digits", "both"])
     parser.add_argument("--quality", type=int, default=0, metavar="STEPS", help="also train the digits preset this many steps")
+    parser.add_argument("--table", action="store_true",
+                        help="only the table of every model trained on the digits (see family_table)")
+    parser.add_argument("--models", default=None, help="with --table: comma-separated registry names "
+                        "(default: every model whose preset trains on the digits)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="with --table: cap each preset's epochs")
+    parser.add_argument("--samples", type=int, default=1000, help="with --table: samples per model")
+    parser.add_argument("--runs", default="runs/bench_gan_table", help="with --table: folder of the runs")
     args = parser.parse_args()
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} torch threads={torch.get_num_threads()}")
+    if args.table:
+        names = args.models.split(",") if args.models else digits_families()
+        family_table(names, args.max_epochs, args.samples, args.runs)
+        return
     for setting in (("toy", "digits") if args.setting == "both" else (args.setting,)):
         bench(setting, args.steps, args.repeat)
     if args.quality:
