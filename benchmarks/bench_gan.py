@@ -131,7 +131,7 @@ def quality(steps: int) -> None:
     data = pgm.data.load("digits")
     torch.manual_seed(0)
     gan = GAN(x_dim=64, z_dim=16, hidden_dims=(256, 256))  # the `pgm train gan` preset
-    engine = Adversarial(gan, lr=5e-4)
+    engine = Adversarial(gan, lr=5e-4, r1=1.0)
     start = time.perf_counter()
     fit(engine, data, epochs=10_000, batch_size=64, max_steps=steps, seed=0, progress=False)
     minutes = (time.perf_counter() - start) / 60

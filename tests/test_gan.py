@@ -273,12 +273,14 @@ def test_the_8gaussians_variant_of_the_gan_preset():
     parse = build_parser().parse_args
     toys = _train_settings(parse(["train", "gan", "--data", "8gaussians", "--engine-set", "loss=hinge"]), None)
     assert toys["model_settings"] == {"z_dim": 2, "hidden_dims": (128, 128)}
-    assert toys["engine"] == "gan" and toys["engine_settings"] == {"hidden_dims": (128, 128), "loss": "hinge"}
+    assert toys["engine"] == "gan"
+    assert toys["engine_settings"] == {"hidden_dims": (128, 128), "r1": 0.0, "loss": "hinge"}
     assert (toys["batch_size"], toys["lr"]) == (256, 1e-3)
     steps = toys["epochs"] * math.ceil(len(pgm.data.load("8gaussians").train) / toys["batch_size"])
     assert 1400 <= steps <= 1600
     digits = _train_settings(parse(["train", "gan"]), None)
     assert digits["model_settings"]["z_dim"] == 16 and digits["data"] == "digits"
+    assert digits["engine_settings"] == {"r1": 1.0}
 
 
 def test_metrics_every_n_steps_from_the_command_line(tmp_path):
