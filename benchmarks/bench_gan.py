@@ -15,10 +15,13 @@ interleaved (hand, framework, hand, ...) and medians of per-step times reported.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_gan.py [--steps 50] [--repeat 7] [--setting toy|digits|both]
 
-Figures (2 shared CPU cores under a load average of 10-18, so per-step times are inflated
-several-fold and ratios noisy; `--steps 40 --repeat 7`): 8 Gaussians 87.6 ms hand-written vs 97.8 ms
-through fit, median of per-repeat ratios 1.068 (ratio of medians 1.117); digits 61.1 vs 63.3 ms,
-median ratio 1.087 (ratio of medians 1.035). To be remeasured on a quiet machine.
+Figures (2 shared CPU cores under a load average of 7-10, `--steps 100 --repeat 7`, 2026-12-02):
+8 Gaussians 9.77 ms hand-written vs 10.43 ms through fit (CPU time), median paired ratio 1.067
+(wall 1.066); digits 6.09 vs 6.72 ms, median paired ratio 1.107 (wall 1.100). Paired ratios spread
+0.92-1.28 from repeat to repeat on this machine; separate measurements of the digits step gave
+1.02-1.11. The engine's own step (without fit) measured 1.07-1.08x the hand-written one: its extra
+work is the finiteness check of each update, the loss as a float and the d_real/d_fake metrics.
+To be remeasured on a quiet machine.
 
 The table (`--table [--max-epochs E] [--samples N] [--models a,b]`): every registry model whose
 preset trains on the digits (RBM, Boltzmann machine, DBN, VAE, VQ-VAE, GAN, FVSBN, NADE, MADE,
