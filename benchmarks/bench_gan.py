@@ -18,8 +18,8 @@ interleaved (hand, framework, hand, ...) and medians of per-step times reported.
 Figures (2 shared CPU cores under a load average of 7-10, `--steps 100 --repeat 7`, 2026-12-02):
 8 Gaussians 9.77 ms hand-written vs 10.43 ms through fit (CPU time), median paired ratio 1.067
 (wall 1.066); digits 6.09 vs 6.72 ms, median paired ratio 1.107 (wall 1.100). Paired ratios spread
-0.92-1.28 from repeat to repeat on this machine; separate measurements of the digits step gave
-1.02-1.11. The engine's own step (without fit) measured 1.07-1.08x the hand-written one: its extra
+0.92-1.28 from repeat to repeat on this machine. A second run (same command, 08:55 UTC): 8 Gaussians
+9.15 vs 10.26 ms, median 1.064; digits 5.82 vs 6.03 ms, median 1.021. The engine's own step (without fit) measured 1.07-1.08x the hand-written one: its extra
 work is the finiteness check of each update, the loss as a float and the d_real/d_fake metrics.
 To be remeasured on a quiet machine.
 
