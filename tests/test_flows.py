@@ -92,6 +92,21 @@ def test_log_prob_is_change_of_variables_with_autograd_jacobian(name, cond):
 
 
 @pytest.mark.parametrize("name,cond", CASES)
+def test_log_prob_equals_the_transformed_distributions(name, cond):
+    """`Flow.log_prob` (the change of variables written over the layers, for speed) is the
+    log-density of the Pyro `TransformedDistribution` the program samples from."""
+    flow = build(name, cond)
+    c = context(flow, 2, 3)
+    x = flow.sample(6, None if c is None else c.reshape(6, C)).reshape(2, 3, *flow.x_shape).clone()
+    if flow.levels:  # the distribution of the dequantized values, in (0, 1)
+        x = (x + torch.rand_like(x) / flow.levels).clamp(max=1 - 1e-6)
+        got = flow._change_of_variables(flow.transforms(c), x.clone())
+    else:
+        got = flow.log_prob(x, c)
+    assert torch.allclose(got, flow.distribution(c).log_prob(x.clone()), atol=1e-8)
+
+
+@pytest.mark.parametrize("name,cond", CASES)
 def test_shapes_over_batch_shapes(name, cond):
     flow = build(name, cond)
     for lead in [(1,), (4,), (2, 3)]:
@@ -377,16 +392,31 @@ def test_dequantized_uniform_bytes_give_eight_bits_per_dim():
 
 @pytest.mark.slow
 def test_checkerboard_nll_reaches_the_entropy():
-    """Uniform on 8 unit squares: the entropy is log 8 nats (log 32 for the board scaled by 2).
-    Measured: 2.28 nats after these 25 epochs (0.20 above); the issue's 0.1 is not reached yet."""
+    """`pgm.data`'s checkerboard is uniform on 8 unit squares of [-2, 2]^2: its entropy is
+    log 8 = 2.079 nats. (The board of the FFJORD / neural-spline papers is this one scaled by 2,
+    on [-4, 4]^2 with squares of side 2: entropy log 32 = 3.466 nats; a scaling shifts every
+    flow's NLL and the entropy by the same log 4, so the gap is the same.) A spline flow (3
+    rational-quadratic couplings, 24 bins) trained 25 epochs with a cosine-decayed learning rate
+    gets within 0.1 nats: measured 0.063 above the entropy on the test split, ~2 CPU minutes."""
     import pgm
 
-    data = pgm.data.load("checkerboard", n_samples=30000, seed=0)
-    flow = models.get("spline", **models.preset("spline").settings)
-    inference.fit(inference.MaximumLikelihood(flow, lr=2e-3), data.train, epochs=25, batch_size=256, progress=False, seed=0)
+    pyro_seed = 0
+    torch.manual_seed(pyro_seed)
+    data = pgm.data.load("checkerboard", n_samples=40000, seed=0)
+    flow = SplineFlow(x_dim=2, num_layers=3, hidden_dims=(64, 64), count_bins=24, bound=4.0)
+    engine = inference.MaximumLikelihood(flow, lr=5e-3)
+    epochs, batch_size = 25, 256
+    total = epochs * math.ceil(data.train.shape[0] / batch_size)
+
+    def cosine(info):  # the learning rate decays from 5e-3 to 0 along a half cosine
+        for group in engine.optimizer.param_groups:
+            group["lr"] = 5e-3 * 0.5 * (1 + math.cos(math.pi * min(info.step, total) / total))
+
+    inference.fit(engine, data.train, epochs=epochs, batch_size=batch_size, progress=False, seed=0, callbacks=cosine)
     with torch.no_grad():
         nll = float(-flow.log_prob(data.test).mean())
-    assert nll - math.log(8) < 0.25, nll
+    assert nll - math.log(8) < 0.1, nll
+    assert nll > math.log(8) - 0.05, nll  # a test NLL below the entropy would mean a wrong density
 
 
 def test_jacobian_pattern_is_the_order_dag_or_the_coupling_blocks():
