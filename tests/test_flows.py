@@ -368,6 +368,16 @@ def test_program_is_one_data_site_and_mle_trains_through_fit():
     assert len(history) == 12
 
 
+def test_mle_learning_rate_halves_every_half_life():
+    flow = MAF(x_dim=2, num_layers=1, hidden_dims=(4,))
+    engine = inference.MaximumLikelihood(flow, lr=1e-2, lr_half_life=4)
+    for _ in range(9):
+        engine.step(torch.randn(8, 2))
+    assert engine.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** (8 / 4))
+    with pytest.raises(ValueError, match="lr_half_life"):
+        inference.MaximumLikelihood(flow, lr_half_life=0)
+
+
 def test_mle_recovers_a_2d_gaussian():
     torch.manual_seed(0)
     mean = torch.tensor([1.0, -2.0])
