@@ -407,8 +407,8 @@ class NICE(_VectorFlow):
 
 @register("realnvp", x_dim=2, num_layers=2, hidden_dims=(16,),
           train=dict(settings={"num_layers": 8, "hidden_dims": (128, 128)}, engine="mle", data="checkerboard",
-                     engine_settings={"lr_half_life": 800}, data_settings={"n_samples": 40000}, epochs=30,
-                     batch_size=256, lr=3e-3))
+                     engine_settings={"lr_half_life": 1000}, data_settings={"n_samples": 40000}, epochs=30,
+                     batch_size=256, lr=1.5e-3))
 class RealNVP(_VectorFlow):
     """RealNVP (Dinh et al. 2017): affine couplings. Vectors (`x_dim`): halves alternated.
     Images (`x_shape=(C, H, W)`): per scale three checkerboard couplings, a squeeze, three channel
