@@ -13,7 +13,10 @@ MAF / IAF speed asymmetry at D = 784, and bits/dim on the dequantized digits aft
    reverse. Times of `log_prob` on new data and of `sample` for both, D = 784.
 3. ``bits``: RealNVP (multi-scale, checkerboard and channel couplings) and Glow on the digits
    (8x8, 17 grey levels, uniform dequantization) trained for `--budget` CPU seconds each; test
-   bits/dim of the discrete data (dequantization bound, mean of 5 noise draws).
+   bits/dim of the discrete data (dequantization bound, mean of 5 noise draws). The 8x8 digits
+   are not MNIST, so no published figure compares directly; the MNIST bits/dim of the RealNVP,
+   Glow and MAF papers could not be checked against the papers' tables from this machine and are
+   not quoted here.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_flows.py [step] [asymmetry] [bits] [--budget 120]
 """
