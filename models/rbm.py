@@ -139,7 +139,7 @@ class _IndependentHidden:
 
 
 @register("rbm", v_dim=6, h_dim=4,
-          train=dict(settings=dict(h_dim=128), engine="pcd", data="digits", epochs=80, batch_size=64, lr=2e-3))
+          train=dict(settings=dict(h_dim=128), engine="cd", data="digits", epochs=80, batch_size=64, lr=2e-3))
 class RBM(_IndependentHidden, VisibleHidden):
     """Bernoulli-Bernoulli RBM with `v_dim` visible and `h_dim` hidden units.
 
@@ -201,7 +201,8 @@ class RBM(_IndependentHidden, VisibleHidden):
 
 
 @register("gaussian_rbm", v_dim=2, h_dim=8,
-          train=dict(settings=dict(h_dim=64), engine="pcd", data="moons", epochs=30, batch_size=128, lr=2e-3))
+          train=dict(settings=dict(h_dim=64, learn_sigma=True), engine="cd", data="moons", epochs=30, batch_size=128,
+                     lr=2e-3))
 class GaussianRBM(_IndependentHidden, VisibleHidden):
     """Gaussian-Bernoulli RBM: `v_dim` real visible units, `h_dim` binary hidden units.
 
