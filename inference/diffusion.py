@@ -35,9 +35,10 @@ import torch
 
 import pgm
 from inference.engine import Engine, as_args, register_engine
+from inference.evaluate import register_method
 from inference.maximum_likelihood import make_optimizer
 
-__all__ = ["Diffusion", "ema_model_state"]
+__all__ = ["Diffusion", "ema_model_state"]  # and the evaluation method "elbo" (inference.evaluate)
 
 
 @register_engine("diffusion", "ddpm_simple")
@@ -213,6 +214,20 @@ def ema_model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor] | Non
     if ema is None or "model" not in checkpoint:
         return None
     return {**checkpoint["model"], **ema}
+
+
+@register_method("elbo")
+def _elbo(model, guide, x: torch.Tensor) -> torch.Tensor:
+    """`log_likelihood(model, x, method="elbo")`: the evidence lower bound of each datum from the
+    model's own closed-form bound, ``model.elbo(x)`` (a DDPM: L_T and the KL terms in closed form,
+    one draw of x_t per step). `pgm eval` picks it for diffusion models
+    (`inference.choice.default_eval_method`); bits/dim follow as -ELBO / (D ln 2). For a model
+    with a guide but no closed-form bound, ``method="iwae", num_samples=1`` is its ELBO."""
+    bound = getattr(model, "elbo", None)
+    if not callable(bound):
+        raise ValueError(f"method: 'elbo' needs a model with its own bound elbo(x), and {type(model).__name__} has none; "
+                         "use method='iwae' with num_samples=1 for the ELBO through its guide")
+    return bound(x)
 
 
 from inference.choice import add_engine_preset  # noqa: E402

@@ -129,7 +129,7 @@ DIGITS_PRESET = dict(
 )
 
 
-@register("ddpm", x_dim=2, num_steps=4, hidden_dim=32, num_layers=1, train=DIGITS_PRESET)
+@register("ddpm", x_dim=2, num_steps=10, hidden_dim=32, num_layers=1, train=DIGITS_PRESET)
 class DDPM(Model):
     """A denoising diffusion model: reverse chain x_T -> ... -> x_1 -> x (the program) and the
     fixed forward process as guide (see the module docstring).
@@ -484,7 +484,7 @@ class DDPM(Model):
                 f"variance={self.variance!r}, prediction={self.prediction!r}, num_classes={self.num_classes}")
 
 
-@register("ddpm_conditional", x_dim=2, num_steps=4, hidden_dim=32, num_layers=1, num_classes=10,
+@register("ddpm_conditional", x_dim=2, num_steps=10, hidden_dim=32, num_layers=1, num_classes=10,
           train={**DIGITS_PRESET, "settings": {**DIGITS_PRESET["settings"], "num_classes": 10}})
 class ConditionalDDPM(DDPM):
     """A class-conditional DDPM p(x | y) (`DDPM` with `num_classes`, 10 by default), trained with
