@@ -75,8 +75,10 @@ class Diffusion(Engine):
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
         self.ema_updates = 0
         self.ema: dict[str, torch.Tensor] | None = None
+        self._ema_lists: tuple[list, list] | None = None  # (averages, parameters), in one order, for the fused update
         if self.ema_decay is not None:
             self.ema = {name: p.detach().clone() for name, p in self._named_params()}
+        self._clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
     @classmethod
     def supports(cls, model: pgm.Model) -> str | None:
@@ -125,7 +127,7 @@ class Diffusion(Engine):
         loss = (out - target).pow(2).mean()
         backward = None
         if self.grad_clip is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            params = self._clip_params
 
             def backward():
                 loss.backward()
@@ -136,10 +138,10 @@ class Diffusion(Engine):
         value = self._apply(loss, self.optimizer, backward=backward)
         with torch.no_grad():
             m = self.model
-            elbo = -(m.prior_kl(x0) + m.num_steps * m.vlb_term(x0, x_t, t, out.detach())).mean()
+            elbo = -float((m.prior_kl(x0) + m.num_steps * m.vlb_term(x0, x_t, t, out.detach())).mean())
         self._update_ema()
         d = math.prod(x0.shape[1:])
-        return {"loss": value, "elbo": float(elbo), "bits_per_dim": -float(elbo) / (d * math.log(2))}
+        return {"loss": value, "elbo": elbo, "bits_per_dim": -elbo / (d * math.log(2))}
 
     # ------------------------------------------------------------------ the moving average
     @torch.no_grad()
@@ -148,8 +150,10 @@ class Diffusion(Engine):
             return
         n = self.ema_updates
         decay = min(self.ema_decay, (1 + n) / (10 + n))
-        names, params = zip(*self._named_params())
-        torch._foreach_lerp_([self.ema[k] for k in names], [p.detach() for p in params], 1.0 - decay)  # one fused pass
+        if self._ema_lists is None:  # built once (and again after load_state_dict / to)
+            names, params = zip(*self._named_params())
+            self._ema_lists = ([self.ema[k] for k in names], list(params))
+        torch._foreach_lerp_(*self._ema_lists, 1.0 - decay)  # one fused pass
         self.ema_updates += 1
 
     @contextlib.contextmanager
@@ -195,11 +199,13 @@ class Diffusion(Engine):
             if missing:
                 raise ValueError(f"state: the checkpoint's moving average lacks parameters {missing[:3]}")
             self.ema = {k: ema[k].to(device=self.ema[k].device, dtype=self.ema[k].dtype).clone() for k in self.ema}
+            self._ema_lists = None
 
     def to(self, device=None, dtype=None) -> "Diffusion":
         super().to(device, dtype)
         if self.ema is not None:
             self.ema = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in self.ema.items()}
+            self._ema_lists = None
         return self
 
     def __repr__(self) -> str:

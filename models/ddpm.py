@@ -360,7 +360,7 @@ class DDPM(Model):
         """KL(q(x_T | x_0) || N(0, I)) per datum (the ELBO's L_T term, no parameters)."""
         ab = self.alphas_bar[self.num_steps]
         dims = tuple(range(x0.dim() - len(self.x_shape), x0.dim()))
-        return 0.5 * (ab * x0.pow(2) + (1 - ab) - 1 - torch.log1p(-ab)).sum(dims)
+        return 0.5 * (ab * x0.pow(2).sum(dims) + math.prod(self.x_shape) * (-ab - torch.log1p(-ab)))
 
     def vlb_term(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The ELBO's term at step t per datum, in closed form given x_t (nats): for t >= 2,

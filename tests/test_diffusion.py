@@ -295,6 +295,31 @@ def test_guidance_zero_is_conditional_sampling_and_larger_w_is_more_confident():
         m.sample(4, guidance=1.0)
 
 
+@pytest.mark.slow
+def test_guidance_raises_the_project_classifiers_confidence_on_digits():
+    """A small conditional DDPM trained briefly on the digits (label dropout 0.2): the project
+    classifier's (`inference.metrics`) mean probability of the requested digit rises from w = 0
+    (plain conditional sampling) to w = 2. Measured: about 0.84 at w = 0, 1.00 at w = 2."""
+    import pgm.data
+    from inference.metrics import features
+
+    digits = pgm.data.load("digits", seed=0)
+    torch.manual_seed(0)
+    m = DDPM(x_dim=64, num_steps=100, schedule="cosine", prediction="v", hidden_dim=128, num_layers=2, num_classes=10,
+             shift=0.5, scale=0.5, clip=(0.0, 1.0))
+    engine = Diffusion(m, lr=2e-3, ema_decay=0.99, label_dropout=0.2)
+    inference.fit(engine, (digits.train, digits.train_labels), epochs=20, batch_size=128, seed=0, progress=False)
+    labels = torch.arange(10).repeat_interleave(20)
+    confidence = {}
+    with engine.averaged():
+        for w in (0.0, 2.0):
+            torch.manual_seed(1)
+            x = m.sample(len(labels), steps=50, guidance=w, label=labels, progress=False)
+            confidence[w] = features(x)[1][torch.arange(len(labels)), labels].mean().item()
+    assert confidence[0.0] > 0.5, confidence  # conditional sampling alone already mostly right
+    assert confidence[2.0] > confidence[0.0] + 0.05, confidence
+
+
 # ---------------------------------------------------------------------------------------------
 # the engine: training, EMA, exact resume
 # ---------------------------------------------------------------------------------------------
