@@ -185,7 +185,7 @@ class Diffusion(Engine):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["ema_updates"] = self.ema_updates
-        state["ema"] = None if self.ema is None else {k: v.detach().clone() for k, v in self.ema.items()}
+        state["ema"] = None if self.ema is None else dict(self.ema)  # references, as torch state dicts hold
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
