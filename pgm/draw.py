@@ -6,7 +6,10 @@ variables shaded grey, deterministic variables with a dashed outline, parameters
 dots, factors small black squares; directed edges are arrows whose heads stop at the circle's
 edge, undirected edges plain lines; plates are labelled rectangles around their members with
 the plate's size in a corner ("N = 100" for names of one or two characters, "data (100)"
-otherwise), nested plates drawn nested.
+otherwise), nested plates drawn nested. A node whose attributes say ``ellipsis=True`` (the dots of
+a long chain drawn collapsed by `GraphicalModel.collapse_chain`, x_T -> ... -> x_t -> ... -> x) is
+drawn as its ``label`` ("⋯") alone, without a circle; any node's ``label`` attribute replaces its
+name as its text.
 
 >>> from matplotlib.figure import Figure
 >>> from pgm.graph import GraphicalModel
