@@ -36,6 +36,7 @@ ancestral sampling or DDIM, with classifier-free guidance.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import pyro
@@ -436,7 +437,7 @@ class DDPM(Model):
           S = T: ancestral sampling with sigma_t^2 = beta~_t).
         - `label`: an int (all samples) or n labels, for a conditional model (None:
           unconditional); `guidance` w: classifier-free guidance (1 + w) eps(x, c) - w eps(x).
-        - `progress`: a progress bar (None: when there are 100 steps or more).
+        - `progress`: a progress bar (None: when there are 100 steps or more and stderr is a terminal).
 
         DDIM's first jump uses x0_hat at t = T, where alpha_bar_T is tiny (2.4e-9 for the cosine
         schedule at T = 1000): from a noise prediction, x0_hat = (x_T - sqrt(1 - alpha_bar_T)
@@ -461,7 +462,7 @@ class DDPM(Model):
             if tuple(x_T.shape) != (n, *self.x_shape):
                 raise ValueError(f"x_T: expected shape {(n, *self.x_shape)}, got {tuple(x_T.shape)}")
             x = x_T.to(device=self.device, dtype=self.dtype)
-        show = len(ts) >= 100 if progress is None else bool(progress)
+        show = len(ts) >= 100 and sys.stderr.isatty() if progress is None else bool(progress)
         bar = tqdm(total=len(ts), desc="sampling" if steps is None else f"DDIM {len(ts)} steps", disable=not show, leave=False)
         for i, t in enumerate(ts):
             x0, eps = self.predict(x, t, y, float(guidance))
