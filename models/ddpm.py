@@ -234,6 +234,15 @@ class DDPM(Model):
             "coef_x0": prev.sqrt() * beta / (1 - alpha_bar).clamp(min=1e-300),
             "coef_xt": alpha.sqrt() * (1 - prev) / (1 - alpha_bar).clamp(min=1e-300),
         }
+        # The ELBO's term at step t is vlb_const[t] + vlb_coef[t] |x_0 - x0_hat|^2 (see vlb_term).
+        d = math.prod(self.x_shape)
+        var_p, var_q = sigma2, post_var
+        const = 0.5 * d * (torch.log(var_p / var_q.clamp(min=1e-30)) + var_q / var_p - 1)
+        coef = 0.5 * buffers["coef_x0"] ** 2 / var_p
+        const[1] = 0.5 * d * math.log(2 * math.pi) + 0.5 * d * torch.log(var_p[1]) + d * math.log(self.scale)
+        coef[1] = 0.5 / var_p[1]
+        const[0], coef[0] = 0.0, 0.0  # no step 0
+        buffers["vlb_const"], buffers["vlb_coef"] = const, coef
         dtype = torch.get_default_dtype()
         for name, value in buffers.items():
             self.register_buffer(name, value.to(dtype), persistent=False)
@@ -369,16 +378,17 @@ class DDPM(Model):
         (the Jacobian of `scale` included). `out`: the network's output at (x_t, t)."""
         # Both Gaussians have fixed variances and their means differ by coef_x0 (x0 - x0_hat), so the
         # term needs one squared distance per datum.
+        # KL: 0.5 d (log(var_p / var_q) + var_q / var_p - 1) + 0.5 c0^2 sq / var_p; at t = 1 the
+        # negative log-likelihood 0.5 d log(2 pi var_p) + 0.5 sq / var_p + d log(scale): both are
+        # a constant plus a coefficient times sq, per step (vlb_const, vlb_coef; _set_schedule).
         dims = tuple(range(x0.dim() - len(self.x_shape), x0.dim()))
-        x0_hat, _ = self.to_x0_eps(x_t, t, out)
+        if self.prediction == "x0":
+            x0_hat = out
+        else:  # only x0_hat of to_x0_eps: this runs at every training step (the engine's ELBO metric)
+            a, s = self._at("sqrt_alphas_bar", t, x_t), self._at("sqrt_one_minus_alphas_bar", t, x_t)
+            x0_hat = (x_t - s * out) / a if self.prediction == "eps" else a * x_t - s * out
         sq = (x0 - x0_hat).pow(2).sum(dims)
-        d = math.prod(self.x_shape)
-        var_p = self.sigmas[t] ** 2
-        var_q = self.posterior_variance[t]
-        c0 = self.coef_x0[t]
-        kl = 0.5 * d * (torch.log(var_p / var_q.clamp(min=1e-30)) + var_q / var_p - 1) + 0.5 * c0**2 * sq / var_p
-        nll = 0.5 * d * torch.log(2 * math.pi * var_p) + 0.5 * sq / var_p + d * math.log(self.scale)
-        return torch.where(t == 1, nll, kl)
+        return self.vlb_const[t] + self.vlb_coef[t] * sq
 
     @torch.no_grad()
     def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, *, chunk: int = 64) -> torch.Tensor:
