@@ -228,7 +228,9 @@ def _elbo(model, guide, x: torch.Tensor) -> torch.Tensor:
     model's own closed-form bound, ``model.elbo(x)`` (a DDPM: L_T and the KL terms in closed form,
     one draw of x_t per step). `pgm eval` picks it for diffusion models
     (`inference.choice.default_eval_method`); bits/dim follow as -ELBO / (D ln 2). For a model
-    with a guide but no closed-form bound, ``method="iwae", num_samples=1`` is its ELBO."""
+    with a guide but no closed-form bound, ``method="iwae", num_samples=1`` is its ELBO. A
+    conditional DDPM is scored without labels: the bound of p(x) under the "no label" model that
+    label dropout trains (``model.elbo(x, y)`` gives the conditional one)."""
     bound = getattr(model, "elbo", None)
     if not callable(bound):
         raise ValueError(f"method: 'elbo' needs a model with its own bound elbo(x), and {type(model).__name__} has none; "
