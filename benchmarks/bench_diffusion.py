@@ -12,8 +12,8 @@ quality trade-off on the digits.
 2. Sampling (``--fd``): the `pgm train ddpm` preset's DDPM on the 8x8 digits (``--load`` a
    state dict with the averaged weights saved by ``--save``, or trained here for ``--epochs``), 1,000 samples by ancestral sampling (1000
    steps) and DDIM with 50, 20 and 10 steps: the sampling time and the Frechet distance to the
-   test digits on the penultimate features of a small MLP classifier trained here on the
-   digits (the project's metrics module, when it lands, replaces this helper). A table, and a
+   test digits on the penultimate features of the project's digit classifier
+   (`inference.metrics`). A table, and a
    plot with ``--plot PATH`` (and 32 samples of each sampler beside it, ``PATH_samples.png``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py [--steps 100] [--repeat 5]
@@ -147,31 +147,6 @@ def speed(args) -> None:
 # ---------------------------------------------------------------------------------------------
 # 2. DDIM against ancestral sampling
 # ---------------------------------------------------------------------------------------------
-def digit_features(train: torch.Tensor, labels: torch.Tensor):
-    """A small MLP classifier trained on the digits; returns x -> its 64 penultimate features."""
-    torch.manual_seed(0)
-    body = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64), torch.nn.ReLU())
-    head = torch.nn.Linear(64, 10)
-    opt = torch.optim.Adam([*body.parameters(), *head.parameters()], lr=1e-3)
-    for _ in range(300):
-        for i in range(0, len(train), 128):
-            loss = torch.nn.functional.cross_entropy(head(body(train[i:i + 128])), labels[i:i + 128])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return lambda x: body(x).detach().double(), lambda x: head(body(x)).detach()
-
-
-def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = torch.cov(a.T), torch.cov(b.T)
-    # trace of sqrt(s1 s2) from the eigenvalues of sqrt(s1) s2 sqrt(s1)
-    w, v = torch.linalg.eigh(s1)
-    r1 = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
-    m = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
-    return float((mu1 - mu2).pow(2).sum() + s1.trace() + s2.trace() - 2 * m)
-
-
 def sampling(args) -> None:
     data = pgm.data.load("digits", seed=0)
     torch.manual_seed(0)
@@ -191,13 +166,9 @@ def sampling(args) -> None:
         ddpm.load_state_dict(engine.ema_state_dict())
         if args.save:
             torch.save(ddpm.state_dict(), args.save)
-    try:  # the project's classifier (inference.metrics), when present
-        from inference.metrics import features as project_features, frechet_distance
+    from inference.metrics import features as project_features, frechet_distance
 
-        features, fd, which = (lambda x: project_features(x)[0]), frechet_distance, "the project classifier (inference.metrics)"
-    except ImportError:
-        features, _ = digit_features(data.train, data.train_labels)
-        fd, which = frechet, "a small MLP classifier trained here"
+    features, fd, which = (lambda x: project_features(x)[0]), frechet_distance, "the project classifier (inference.metrics)"
     test = torch.cat([data.test, data.valid])
     reference = fd(features(data.train[: len(test)]), features(test))
     rows, grids = [], []
