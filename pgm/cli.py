@@ -114,6 +114,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, parse_settings(args.set))
     level = "unit" if args.units else "site"
     graph = pgm.graph_of(model, level=level, show_params=args.params, unit_limit=args.unit_limit)
+    graph = _chain_view(graph, model, full=args.full_chain)
     if args.factor_graph:
         graph = graph.factor_graph()
     out = Path(args.output)
@@ -124,6 +125,16 @@ def cmd_draw(args: argparse.Namespace) -> int:
         graph.draw(out, title=args.title)
     print(f"{graph!r} -> {out}")
     return 0
+
+
+def _chain_view(graph, model, full: bool = False):
+    """A model with a long Markov chain (`chain_sites()`, a diffusion model's x_T ... x_1, x) is
+    drawn collapsed, x_T -> ... -> x_t -> ... -> x (`GraphicalModel.collapse_chain`), unless
+    `full` (`pgm draw --full-chain`) or drawn at unit level."""
+    sites = getattr(model, "chain_sites", None)
+    if full or not callable(sites) or graph.level != "site":
+        return graph
+    return graph.collapse_chain(sites())
 
 
 # ---------------------------------------------------------------------- training runs
@@ -384,12 +395,7 @@ def _pictures(model, history, data, out: Path, num_samples: int, engine=None) ->
         history.plot(out / "loss.png")
     train = data.train[0] if isinstance(data.train, tuple) and getattr(model, "conditional", False) is True else (
         data.train[-1] if isinstance(data.train, tuple) else data.train)
-    pictured = model
-    if len(model.structure().latent) > 100 and getattr(model, "name", None):
-        import models  # a long chain (a diffusion model's steps): drawn at the registry's drawing sizes
-
-        pictured = models.get(model.name)
-    pgm.graph_of(pictured, data_size=len(train)).draw(out / "graph.png", title=type(model).__name__)
+    _chain_view(pgm.graph_of(model, data_size=len(train)), model).draw(out / "graph.png", title=type(model).__name__)
     dim = math.prod(train.shape[1:])
     n = max(num_samples, 1000) if dim == 2 else min(num_samples, 256)
     _write_samples(model, n, out / "samples.png", data=train, engine=engine)
@@ -605,6 +611,7 @@ def _complete(args, config, model) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import contextlib
     import json
     import math
 
@@ -633,13 +640,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if method == "ais":  # the AIS base distribution is fitted to the training data
         train = data.train
         extra["base_data"] = train.reshape(train.shape[0], -1) if train.dim() > 2 else train
+    averaged = getattr(engine, "averaged", None)  # a moving average of the weights (diffusion) is what is evaluated
     try:
-        ll = evaluate.log_likelihood(model, test, method=method, num_samples=args.num_samples, **extra)
+        with averaged() if callable(averaged) else contextlib.nullcontext():
+            ll = evaluate.log_likelihood(model, test, method=method, num_samples=args.num_samples, **extra)
     except (ValueError, TypeError, NotImplementedError) as error:
         raise CommandError(f"--method {method}: {str(error).splitlines()[0]}") from error
     nll = -float(ll.mean())
     dims = math.prod(test.shape[1:])
-    result = {"method": method, "num_samples": args.num_samples, "test_size": test.shape[0],
+    result = {"method": method, "num_samples": None if method == "elbo" else args.num_samples, "test_size": test.shape[0],
               "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2))}
     from inference.checkpoint import save_json
 
@@ -689,6 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", action="store_true", help="show parameters as nodes")
     p.add_argument("--unit-limit", type=int, default=1024, help="largest site expanded with --units")
     p.add_argument("--title", default=None, help="a title above the drawing")
+    p.add_argument("--full-chain", action="store_true",
+                   help="draw a diffusion model's chain in full (default: collapsed, x_T -> ... -> x_t -> ... -> x)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model constructor setting (repeatable)")
     p.set_defaults(func=cmd_draw)
 
@@ -748,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--model", default=None, metavar="MODULE:ATTR",
                    help="the model of a run trained from your own module (never imported from the run's config)")
-    p.add_argument("--method", default=None, help="iwae, exact or ais (default: one that applies, and it says which)")
+    p.add_argument("--method", default=None, help="iwae, exact, ais or elbo (default: one that applies, and it says which)")
     p.add_argument("--num-samples", type=int, default=100, help="importance samples (iwae) or chains (ais)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test points only")
     p.add_argument("--metric", action="append", default=None, choices=("fd", "kid", "is", "pr", "mmd", "parzen", "modes"),
