@@ -68,7 +68,7 @@ class NADE(AutoregressiveModel):
         h = torch.sigmoid(pre)
         return (self.b + (h * self.V).sum(-1))[..., self.rank]
 
-    def conditional(self, x: torch.Tensor):
+    def conditionals(self, x: torch.Tensor):
         return bernoulli(self.logits(x))
 
     def _sampler(self):

@@ -74,7 +74,7 @@ class PixelCNN(AutoregressiveModel):
             return constraints.independent(constraints.boolean, len(self.event_shape))
         return constraints.independent(constraints.integer_interval(0, self.levels - 1), len(self.event_shape))
 
-    def conditional(self, x: torch.Tensor):
+    def conditionals(self, x: torch.Tensor):
         img = x.reshape(x.shape[0], *self.image_shape)
         out = self.net(img if self.levels == 2 else img / (self.levels - 1))     # (N, P, C, H, W)
         if self.levels == 2:
