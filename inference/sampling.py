@@ -7,7 +7,9 @@ trained it:
 1. **Posterior predictive** for models with *global* latents (sites whose shape does not grow
    with the data, e.g. a mixture's weights and locations, eight schools' mu and tau): latents
    from the fitted posterior (the engine's, e.g. MCMC draws, or the model's own guide), then
-   the data given them. A picture drawn from the prior would be far from the data.
+   the data given them. A picture drawn from the prior would be far from the data. Without a
+   fitted posterior or a guide (an untrained model) the globals come from the prior: the
+   prior predictive, shaped the same way.
 2. **Ancestral sampling** (`model.sample`) for directed programs, with the likelihood's mean
    where the model offers it (``mean=True``: a VAE's decoder probabilities).
 3. **A Markov chain** for undirected programs (Boltzmann machines, EBMs): Gibbs for binary
@@ -105,16 +107,17 @@ def _posterior_predictive(model, n: int, globals_: list[str], engine) -> torch.T
             return None
         index = torch.randint(0, total, (n,))
         latents = [{k: v[i] for k, v in values.items()} for i in index.tolist()]
-    elif model.guide is not None:
+    else:
+        # The model's own guide when it has one; else the prior (an untrained model: its prior
+        # predictive, one draw of the globals per datum, as for a posterior).
+        program = model.guide if model.guide is not None else poutine.uncondition(model.model)
         latents = []
         for _ in range(n):
-            with isolated():
-                guide_trace = poutine.trace(model.guide).get_trace(*model.example_inputs(1))
-            latents.append({k: guide_trace.nodes[k]["value"] for k in globals_ if k in guide_trace.nodes})
+            with isolated(rng=False):  # a new draw each time
+                trace = poutine.trace(program).get_trace(*model.example_inputs(1))
+            latents.append({k: trace.nodes[k]["value"] for k in globals_ if k in trace.nodes})
         if not latents[0]:
             return None
-    else:
-        return None
     rows = []
     for values in latents:
         conditioned = poutine.condition(poutine.uncondition(model.model), data=values)

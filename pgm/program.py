@@ -55,11 +55,13 @@ def _program_name(program: Callable) -> str:
 
 
 @contextlib.contextmanager
-def isolated() -> Iterator[None]:
+def isolated(rng: bool = True) -> Iterator[None]:
     """Run a block without side effects on RNG states, Pyro's param store or torch's grad mode.
 
     Restores the torch (CPU and every CUDA device), numpy and Python RNG states, removes any
-    parameter the block added to Pyro's param store, and restores grad mode.
+    parameter the block added to Pyro's param store, and restores grad mode. With
+    `rng=False` the RNG states are left to advance (a block that draws random values on
+    purpose, one draw after another, must not draw the same values each time).
     """
     store = pyro.get_param_store()
     names_before = set(store.keys())
@@ -68,11 +70,15 @@ def isolated() -> Iterator[None]:
     grad_mode = torch.is_grad_enabled()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        if rng:
+            with torch.random.fork_rng(devices=devices):
+                yield
+        else:
             yield
     finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+        if rng:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
         torch.set_grad_enabled(grad_mode)
         for name in set(store.keys()) - names_before:
             del store[name]

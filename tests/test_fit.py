@@ -19,26 +19,10 @@ from inference.engine import Engine, NonFiniteLossError, as_args
 from inference.fit import fit, resolve_device
 from inference.history import History
 from inference.maximum_likelihood import MaximumLikelihood
+from small_models import LearnableNormal
 
 
 # ---------------------------------------------------------------- small models and engines
-class LearnableNormal(pgm.Model):
-    """x_i ~ Normal(loc, exp(log_scale)) per dimension; the MLE is the sample mean and std."""
-
-    def __init__(self, dim=3):
-        super().__init__()
-        self.dim = dim
-        self.loc = nn.Parameter(torch.randn(dim))
-        self.log_scale = nn.Parameter(torch.zeros(dim))
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(self.loc, self.log_scale.exp()).to_event(1), obs=x)
-
-    def example_inputs(self, batch_size=2):
-        return (torch.zeros(batch_size, self.dim, dtype=self.dtype, device=self.device),)
-
-
 class LearnableCoins(pgm.Model):
     """x_id ~ Bernoulli(sigmoid(logits_d)); the MLE is the per-dimension frequency."""
 

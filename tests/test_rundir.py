@@ -10,17 +10,14 @@ import subprocess
 import sys
 import textwrap
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
 
-import pgm
 from inference import checkpoint as ckpt
 from inference.engine import Engine, NonFiniteLossError, as_args
 from inference.fit import fit
 from inference.maximum_likelihood import MaximumLikelihood
+from small_models import LearnableNormal
 from inference.rundir import (
     LOCK_NAME,
     ResumeMismatchError,
@@ -30,19 +27,9 @@ from inference.rundir import (
 )
 
 
-class Normal(pgm.Model):
-    def __init__(self, dim=3):
-        super().__init__()
-        self.dim = dim
-        self.loc = nn.Parameter(torch.zeros(dim))
-        self.log_scale = nn.Parameter(torch.zeros(dim))
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(self.loc, self.log_scale.exp()).to_event(1), obs=x)
-
-    def example_inputs(self, batch_size=2):
-        return (torch.zeros(batch_size, self.dim, dtype=self.dtype, device=self.device),)
+def Normal(dim=3):
+    """The learnable Normal, starting at zero whatever the seed."""
+    return LearnableNormal(dim, random_init=False)
 
 
 def data(n=32, dim=3, seed=0):

@@ -41,3 +41,26 @@ def test_markov_chains_start_apart_from_distinct_data_points():
     data = torch.eye(6)
     x = draw(rbm, 6, start=data, steps=1)
     assert x.shape == (6, 6) and set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_without_a_posterior_or_guide_the_draws_are_the_prior_predictive_one_per_draw():
+    # eight schools has no guide: untrained, each draw is a whole data set (8 schools) drawn
+    # with its own mu, tau, theta from the prior; Var(y_j) = 25 + Var(theta_j - mu) + sigma_j^2
+    # is at least 25 + sigma_j^2.
+    model = models.get("eight_schools")
+    torch.manual_seed(0)
+    x = draw(model, 2000)
+    assert x.shape == (2000, 8)
+    sigma = model.sigma
+    assert bool((x.var(0) > 0.8 * (25 + sigma ** 2)).all())
+
+
+def test_each_draw_takes_its_own_draw_of_the_guide():
+    # q(mu) = N(5, 1), noise 0.1: the draws' spread is the guide's, not the noise's alone
+    model = models.NormalNormal(prior_loc=0.0, prior_scale=10.0, noise_scale=0.1)
+    with torch.no_grad():
+        model.guide_loc.fill_(5.0)
+        model.guide_log_scale.fill_(0.0)
+    torch.manual_seed(0)
+    x = draw(model, 2000)
+    assert abs(float(x.std()) - (1 + 0.1 ** 2) ** 0.5) < 0.06
