@@ -56,7 +56,7 @@ class NADE(AutoregressiveModel):
         if x.requires_grad:
             return self.logits_reference(x)
         xp = x[..., self.order]
-        flat = xp.reshape(-1, self.x_dim)
+        flat = xp.reshape(-1, self.x_dim).to(self.W.dtype)
         out = nade_logits(flat, self.W, self.c, self.V, self.b)
         return out.reshape(xp.shape)[..., self.rank]
 
