@@ -345,6 +345,16 @@ def test_pgm_train_feeds_autoregressive_models_their_data_alone(tmp_path):
 
     for name in ("fvsbn", "nade"):
         assert main(["train", name, "--epochs", "1", "--out", str(tmp_path / name), "--quiet", "--num-samples", "4"]) == 0
+    # `pgm sample RUN --complete IMAGE_FILE --mask top`: the observed top half is kept
+    given = torch.bernoulli(torch.full((3, 64), 0.5))
+    torch.save(given, tmp_path / "given.pt")
+    out = tmp_path / "completed.pt"
+    assert main(["sample", str(tmp_path / "nade"), "--complete", str(tmp_path / "given.pt"), "--mask", "top",
+                 "-o", str(out)]) == 0
+    filled = torch.load(out)
+    top = named_mask("top", (64,))
+    assert filled.shape[1:] == (64,) and len(filled) > 3 and torch.equal(filled[:3], given)
+    assert torch.equal(filled[3:6][:, top], given[:, top]) and set(filled.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_bad_arguments_are_named():
