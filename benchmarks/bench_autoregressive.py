@@ -33,7 +33,7 @@ quarter of a core each, so wall seconds are ~4-6x the CPU seconds):
   1.64 s, naive 169.6 s, speed-up 103x (D/2 = 392: for two samples the incremental loop's
   per-unit Python overhead dominates); identical draws.
 - ``--part mnist --budget 180 --test 10000`` (180 CPU s of training per model, the full test
-  set; far from convergence: every training loss was still falling):
+  set; far from convergence: NADE and PixelCNN saw under one epoch):
 
   ==============  ======  ======  ======  ======  =========  ==============================
   model           steps   epochs  CPU s   wall s  test NLL   published (not verified here)
