@@ -7,16 +7,18 @@ quality trade-off on the digits.
    `inference.fit`, each against a hand-written PyTorch step on a copy of the same network doing
    the same work (noise level / time step per datum, the same loss, Adam, and for the DDPM the
    same gradient clipping and EMA update). Repeats are interleaved and medians reported, so that
-   load from other processes hits both sides alike.
+   load from other processes hits both sides alike; steps are timed in process CPU time
+   (``--wall`` for wall-clock time).
 2. Sampling (``--fd``): the `pgm train ddpm` preset's DDPM on the 8x8 digits (``--load`` a
    state dict with the averaged weights saved by ``--save``, or trained here for ``--epochs``), 1,000 samples by ancestral sampling (1000
    steps) and DDIM with 50, 20 and 10 steps: the sampling time and the Frechet distance to the
-   test digits on the penultimate features of a small MLP classifier trained here on the
-   digits (the project's metrics module, when it lands, replaces this helper). A table, and a
-   plot with ``--plot PATH``.
+   test digits on the penultimate features of the project's digit classifier
+   (`inference.metrics`). A table, and a
+   plot with ``--plot PATH`` (and 32 samples of each sampler beside it, ``PATH_samples.png``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py [--steps 100] [--repeat 5]
     OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --fd --load ddpm_digits.pt --plot fd.png
+    OMP_NUM_THREADS=1 python benchmarks/bench_diffusion.py --fd --run runs/ddpm --plot fd.png   # after `pgm train ddpm`
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ import math
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 import models
 import pgm.data
+import pgm.pictures
 from inference.diffusion import Diffusion
 from inference.fit import fit
 from inference.score_matching import ScoreMatching
@@ -94,19 +98,27 @@ def hand_ddpm(ddpm: DDPM, lr: float, ema_decay: float, clip: float):
     return step
 
 
+#: Time with this process's CPU time (``--wall``: wall-clock time): on a shared machine, time spent
+#: waiting for a core is other processes' load, not this code's cost, and it hits the two sides
+#: unevenly; with one thread (OMP_NUM_THREADS=1) CPU time is the work done.
+CPU_CLOCK = True
+
+
 def compare(name: str, hand, engine, data: torch.Tensor, batch_size: int, repeat: int) -> None:
     batches = data.split(batch_size)
 
+    clock = time.process_time if CPU_CLOCK else time.perf_counter
+
     def time_hand():
-        start = time.perf_counter()
+        start = clock()
         for x in batches:
             hand(x)
-        return (time.perf_counter() - start) / len(batches)
+        return (clock() - start) / len(batches)
 
     def time_fit():
-        start = time.perf_counter()
+        start = clock()
         fit(engine, data, epochs=1, batch_size=batch_size, progress=False, validate=False, seed=0)
-        return (time.perf_counter() - start) / len(batches)
+        return (clock() - start) / len(batches)
 
     time_hand(), time_fit()  # warm-up
     hands, fits = [], []
@@ -114,7 +126,7 @@ def compare(name: str, hand, engine, data: torch.Tensor, batch_size: int, repeat
         hands.append(time_hand())
         fits.append(time_fit())
     ratios = [f / h for f, h in zip(fits, hands)]
-    print(f"{name}: hand-written {1e3 * statistics.median(hands):.2f} ms, inference.fit {1e3 * statistics.median(fits):.2f} ms, "
+    print(f"{name} [{'process CPU' if CPU_CLOCK else 'wall-clock'} time]: hand-written {1e3 * statistics.median(hands):.2f} ms, inference.fit {1e3 * statistics.median(fits):.2f} ms, "
           f"ratio of medians {statistics.median(fits) / statistics.median(hands):.3f}; per repeat "
           f"{', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}, min {min(ratios):.3f})")
 
@@ -135,37 +147,18 @@ def speed(args) -> None:
 # ---------------------------------------------------------------------------------------------
 # 2. DDIM against ancestral sampling
 # ---------------------------------------------------------------------------------------------
-def digit_features(train: torch.Tensor, labels: torch.Tensor):
-    """A small MLP classifier trained on the digits; returns x -> its 64 penultimate features."""
-    torch.manual_seed(0)
-    body = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64), torch.nn.ReLU())
-    head = torch.nn.Linear(64, 10)
-    opt = torch.optim.Adam([*body.parameters(), *head.parameters()], lr=1e-3)
-    for _ in range(300):
-        for i in range(0, len(train), 128):
-            loss = torch.nn.functional.cross_entropy(head(body(train[i:i + 128])), labels[i:i + 128])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return lambda x: body(x).detach().double(), lambda x: head(body(x)).detach()
-
-
-def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = torch.cov(a.T), torch.cov(b.T)
-    # trace of sqrt(s1 s2) from the eigenvalues of sqrt(s1) s2 sqrt(s1)
-    w, v = torch.linalg.eigh(s1)
-    r1 = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
-    m = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
-    return float((mu1 - mu2).pow(2).sum() + s1.trace() + s2.trace() - 2 * m)
-
-
 def sampling(args) -> None:
     data = pgm.data.load("digits", seed=0)
     torch.manual_seed(0)
     preset = models.preset("ddpm")  # the `pgm train ddpm` settings
     ddpm = models.get("ddpm", **{**preset.settings, "x_dim": 64})
-    if args.load:
+    if args.run:  # a `pgm train ddpm` run directory: its checkpoint's averaged weights
+        from inference.checkpoint import load_latest
+        from inference.diffusion import ema_model_state
+
+        state, _ = load_latest(args.run)
+        ddpm.load_state_dict(ema_model_state(state) or state["model"])
+    elif args.load:
         ddpm.load_state_dict(torch.load(args.load))
     else:
         engine = Diffusion(ddpm, lr=preset.lr, **preset.engine_settings)
@@ -173,22 +166,19 @@ def sampling(args) -> None:
         ddpm.load_state_dict(engine.ema_state_dict())
         if args.save:
             torch.save(ddpm.state_dict(), args.save)
-    try:  # the project's classifier (inference.metrics), when present
-        from inference.metrics import features as project_features, frechet_distance
+    from inference.metrics import features as project_features, frechet_distance
 
-        features, fd, which = (lambda x: project_features(x)[0]), frechet_distance, "the project classifier (inference.metrics)"
-    except ImportError:
-        features, _ = digit_features(data.train, data.train_labels)
-        fd, which = frechet, "a small MLP classifier trained here"
+    features, fd, which = (lambda x: project_features(x)[0]), frechet_distance, "the project classifier (inference.metrics)"
     test = torch.cat([data.test, data.valid])
     reference = fd(features(data.train[: len(test)]), features(test))
-    rows = []
+    rows, grids = [], []
     for steps in (None, 50, 20, 10):
         torch.manual_seed(1)
         start = time.perf_counter()
         x = ddpm.sample(args.num, steps=steps, progress=False)
         seconds = time.perf_counter() - start
         rows.append(("ancestral (1000)" if steps is None else f"DDIM {steps}", seconds, fd(features(x), features(test))))
+        grids.append(x[:32])
     print(f"Frechet distance to the {len(test)} held-out digits (features of {which}), {args.num} samples each; "
           f"training digits themselves: {reference:.2f}")
     print(f"{'sampler':<18}{'seconds':>10}{'FD':>10}")
@@ -212,6 +202,13 @@ def sampling(args) -> None:
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"plot -> {args.plot}")
+        fig, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 1.9))
+        for ax, (name, _, value), x in zip(axes, rows, grids):
+            pgm.pictures.image_grid(x, ax=ax, nrow=8, title=f"{name}: FD {value:.2f}")
+        fig.tight_layout()
+        grid = Path(args.plot).with_name(Path(args.plot).stem + "_samples.png")
+        fig.savefig(grid, dpi=120)
+        print(f"samples -> {grid}")
 
 
 def main() -> None:
@@ -220,11 +217,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--fd", action="store_true", help="the sampling table (part 2) instead of step speed")
     parser.add_argument("--load", default=None, help="a DDPM state dict (part 2)")
+    parser.add_argument("--run", default=None, help="a `pgm train ddpm` run directory: sample its averaged weights (part 2)")
     parser.add_argument("--save", default=None, help="save the DDPM trained here (part 2)")
     parser.add_argument("--epochs", type=int, default=250, help="training epochs when not --load (part 2)")
     parser.add_argument("--num", type=int, default=1000, help="samples per sampler (part 2)")
     parser.add_argument("--plot", default=None, help="write the FD-vs-time plot here (part 2)")
+    parser.add_argument("--wall", action="store_true", help="time steps by wall clock instead of process CPU time (part 1)")
     args = parser.parse_args()
+    global CPU_CLOCK
+    CPU_CLOCK = not args.wall
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} torch threads={torch.get_num_threads()}")
     sampling(args) if args.fd else speed(args)
 

@@ -107,13 +107,18 @@ def build_engine(name: str | None, model, settings: dict[str, Any] | None = None
 def default_eval_method(model) -> tuple[str, str]:
     """`(method, why)`: how `pgm eval` scores a model's test log-likelihood by default: exact
     where the density is known (a latent-free or enumerable program, a closed form), AIS for
-    energy models whose log Z is unknown, else the IWAE bound through the model's guide.
+    energy models whose log Z is unknown, the closed-form variational bound of a diffusion model
+    (``"elbo"``, `DDPM.elbo`), else the IWAE bound through the model's guide.
 
     >>> import models
     >>> default_eval_method(models.get("vae"))[0], default_eval_method(models.RBM(v_dim=64, h_dim=128))[0]
     ('iwae', 'ais')
     """
     capabilities = model.capabilities()
+    if callable(getattr(model, "elbo", None)) and callable(getattr(model, "vlb_term", None)):
+        import inference.diffusion  # noqa: F401  (registers the "elbo" method)
+
+        return "elbo", "a diffusion model: its variational bound, the KL terms in closed form (a bound, not exact)"
     if "log_prob" in capabilities:
         return "exact", "the model's log density is exact"
     if "energy" in capabilities and "normalized" not in capabilities:

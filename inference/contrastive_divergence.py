@@ -35,6 +35,7 @@ energy evaluation, a tenth of a CD-1 step of a 784-500 RBM when done every step)
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Any, Callable
 
@@ -69,7 +70,11 @@ class ContrastiveDivergence(Engine):
     - `reconstruction`: compute the reconstruction error with an extra transition from the
       data when the negatives do not start there (persistent chains, buffers);
     - `closed_form`: where the model offers ``free_energy_backward`` (RBMs), fill the gradient
-      from that closed form instead of autograd (checked against autograd at the first step).
+      from that closed form instead of autograd (checked against autograd at the first step);
+    - `energy_penalty` alpha: adds alpha * (mean E(data)^2 + mean E(negatives)^2) to the loss
+      (Du & Mordatch 2019), so that the energy's level and scale, which the CD gradient leaves
+      free, stay small and short chains keep up with a deep energy; 0 (default) for none (the
+      closed form is used only then).
 
     >>> import torch, inference
     >>> from models.rbm import RBM
@@ -98,6 +103,7 @@ class ContrastiveDivergence(Engine):
         pl_every: int = 10,
         reconstruction: bool = False,
         closed_form: bool = True,
+        energy_penalty: float = 0.0,
         **optim_kwargs,
     ) -> None:
         super().__init__(model, guide)
@@ -127,7 +133,11 @@ class ContrastiveDivergence(Engine):
         self.num_chains = num_chains
         self.pl_rows, self.pl_every, self.reconstruction = pl_rows, pl_every, bool(reconstruction)
         self.binary = self.model.missing("discrete") is None
-        self.closed_form = bool(closed_form) and all(
+        if isinstance(energy_penalty, bool) or not isinstance(energy_penalty, (int, float)) \
+                or not math.isfinite(energy_penalty) or energy_penalty < 0:
+            raise ValueError(f"energy_penalty: expected a non-negative finite weight, got {energy_penalty!r}")
+        self.energy_penalty = float(energy_penalty)
+        self.closed_form = bool(closed_form) and self.energy_penalty == 0.0 and all(
             callable(getattr(self.model, f, None)) for f in ("free_energy_backward", "free_energy_and_hidden")
         )
         self._closed_checked = False
@@ -212,6 +222,8 @@ class ContrastiveDivergence(Engine):
         else:
             e_neg = self.model.energy(neg)
         loss = e_data.mean() - e_neg.mean()
+        if self.energy_penalty:  # keeps the energies' scale from drifting (Du & Mordatch 2019)
+            loss = loss + self.energy_penalty * (e_data.pow(2).mean() + e_neg.pow(2).mean())
         pl = None
         if self.binary and self.pl_rows and self.num_steps % self.pl_every == 0:  # at the parameters of e_data
             rows = min(self.pl_rows, x.shape[0])

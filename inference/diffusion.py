@@ -35,9 +35,10 @@ import torch
 
 import pgm
 from inference.engine import Engine, as_args, register_engine
+from inference.evaluate import register_method
 from inference.maximum_likelihood import make_optimizer
 
-__all__ = ["Diffusion", "ema_model_state"]
+__all__ = ["Diffusion", "ema_model_state"]  # and the evaluation method "elbo" (inference.evaluate)
 
 
 @register_engine("diffusion", "ddpm_simple")
@@ -74,8 +75,10 @@ class Diffusion(Engine):
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
         self.ema_updates = 0
         self.ema: dict[str, torch.Tensor] | None = None
+        self._ema_lists: tuple[list, list] | None = None  # (averages, parameters), in one order, for the fused update
         if self.ema_decay is not None:
             self.ema = {name: p.detach().clone() for name, p in self._named_params()}
+        self._clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
     @classmethod
     def supports(cls, model: pgm.Model) -> str | None:
@@ -124,7 +127,7 @@ class Diffusion(Engine):
         loss = (out - target).pow(2).mean()
         backward = None
         if self.grad_clip is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            params = self._clip_params
 
             def backward():
                 loss.backward()
@@ -135,10 +138,10 @@ class Diffusion(Engine):
         value = self._apply(loss, self.optimizer, backward=backward)
         with torch.no_grad():
             m = self.model
-            elbo = -(m.prior_kl(x0) + m.num_steps * m.vlb_term(x0, x_t, t, out.detach())).mean()
+            elbo = -float((m.prior_kl(x0) + m.num_steps * m.vlb_term(x0, x_t, t, out.detach())).mean())
         self._update_ema()
         d = math.prod(x0.shape[1:])
-        return {"loss": value, "elbo": float(elbo), "bits_per_dim": -float(elbo) / (d * math.log(2))}
+        return {"loss": value, "elbo": elbo, "bits_per_dim": -elbo / (d * math.log(2))}
 
     # ------------------------------------------------------------------ the moving average
     @torch.no_grad()
@@ -147,8 +150,10 @@ class Diffusion(Engine):
             return
         n = self.ema_updates
         decay = min(self.ema_decay, (1 + n) / (10 + n))
-        names, params = zip(*self._named_params())
-        torch._foreach_lerp_([self.ema[k] for k in names], [p.detach() for p in params], 1.0 - decay)  # one fused pass
+        if self._ema_lists is None:  # built once (and again after load_state_dict / to)
+            names, params = zip(*self._named_params())
+            self._ema_lists = ([self.ema[k] for k in names], list(params))
+        torch._foreach_lerp_(*self._ema_lists, 1.0 - decay)  # one fused pass
         self.ema_updates += 1
 
     @contextlib.contextmanager
@@ -180,7 +185,7 @@ class Diffusion(Engine):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["ema_updates"] = self.ema_updates
-        state["ema"] = None if self.ema is None else {k: v.detach().clone() for k, v in self.ema.items()}
+        state["ema"] = None if self.ema is None else dict(self.ema)  # references, as torch state dicts hold
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -194,11 +199,13 @@ class Diffusion(Engine):
             if missing:
                 raise ValueError(f"state: the checkpoint's moving average lacks parameters {missing[:3]}")
             self.ema = {k: ema[k].to(device=self.ema[k].device, dtype=self.ema[k].dtype).clone() for k in self.ema}
+            self._ema_lists = None
 
     def to(self, device=None, dtype=None) -> "Diffusion":
         super().to(device, dtype)
         if self.ema is not None:
             self.ema = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in self.ema.items()}
+            self._ema_lists = None
         return self
 
     def __repr__(self) -> str:
@@ -213,6 +220,22 @@ def ema_model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor] | Non
     if ema is None or "model" not in checkpoint:
         return None
     return {**checkpoint["model"], **ema}
+
+
+@register_method("elbo")
+def _elbo(model, guide, x: torch.Tensor) -> torch.Tensor:
+    """`log_likelihood(model, x, method="elbo")`: the evidence lower bound of each datum from the
+    model's own closed-form bound, ``model.elbo(x)`` (a DDPM: L_T and the KL terms in closed form,
+    one draw of x_t per step). `pgm eval` picks it for diffusion models
+    (`inference.choice.default_eval_method`); bits/dim follow as -ELBO / (D ln 2). For a model
+    with a guide but no closed-form bound, ``method="iwae", num_samples=1`` is its ELBO. A
+    conditional DDPM is scored without labels: the bound of p(x) under the "no label" model that
+    label dropout trains (``model.elbo(x, y)`` gives the conditional one)."""
+    bound = getattr(model, "elbo", None)
+    if not callable(bound):
+        raise ValueError(f"method: 'elbo' needs a model with its own bound elbo(x), and {type(model).__name__} has none; "
+                         "use method='iwae' with num_samples=1 for the ELBO through its guide")
+    return bound(x)
 
 
 from inference.choice import add_engine_preset  # noqa: E402

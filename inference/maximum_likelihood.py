@@ -78,15 +78,24 @@ class MaximumLikelihood(Engine):
     `optim`: an optimiser name (``"adam"``, ``"sgd"``, ...; see `OPTIMIZERS`) or a
     `torch.optim.Optimizer` class; `lr` its learning rate; further keyword arguments go to it.
     A model's ``train_log_prob`` replaces ``log_prob`` in the objective where it exists.
+    `lr_half_life`: optional step count over which the learning rate halves (lr * 0.5 ** (step /
+    lr_half_life), from the engine's step count and the `lr` it was built with, so a resumed run
+    continues the same decay).
     `step` returns ``loss`` (= ``nll``, nats per datum) and, when the model's data are
     discrete, ``bits_per_dim``.
     """
 
     requires = frozenset({"log_prob"})
 
-    def __init__(self, model: Any, guide: Callable | None = None, *, optim="adam", lr: float = 1e-3, **optim_kwargs) -> None:
+    def __init__(self, model: Any, guide: Callable | None = None, *, optim="adam", lr: float = 1e-3,
+                 lr_half_life: float | None = None, **optim_kwargs) -> None:
         super().__init__(model, guide)
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
+        if lr_half_life is not None and (isinstance(lr_half_life, bool) or not isinstance(lr_half_life, (int, float))
+                                         or not (math.isfinite(lr_half_life) and lr_half_life > 0)):
+            raise ValueError(f"lr_half_life: expected a positive number of steps, got {lr_half_life!r}")
+        self.lr_half_life = None if lr_half_life is None else float(lr_half_life)
+        self._base_lr = [g["lr"] for g in self.optimizer.param_groups]
         # discrete data, or a flow scoring discrete data through dequantization (`quantized`)
         self.discrete = self.model.missing("discrete") is None or bool(getattr(self.model, "quantized", False))
 
@@ -97,6 +106,10 @@ class MaximumLikelihood(Engine):
         return -log_prob(*as_args(batch)).mean()
 
     def step(self, batch) -> dict[str, float]:
+        if self.lr_half_life is not None:
+            decay = 0.5 ** (self.num_steps / self.lr_half_life)
+            for group, base in zip(self.optimizer.param_groups, self._base_lr):
+                group["lr"] = base * decay
         nll = self._apply(self.loss(batch), self.optimizer)
         metrics = {"loss": nll, "nll": nll}
         if self.discrete:

@@ -410,6 +410,11 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(dims[-1], classes)
 
+    def train(self, mode: bool = True) -> "Classifier":
+        """A feature extractor is always in eval mode: ``train()`` leaves it there (its training
+        in `_train_classifier` needs no train mode: the network has no dropout or batch norm)."""
+        return super().train(False)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.reshape(x.shape[0], -1))
 
@@ -592,23 +597,32 @@ def evaluate_samples(samples, data, metrics: Iterable[str] = ("fd", "kid", "is",
 
 
 def _sampler_of(engine) -> Callable[[int], torch.Tensor]:
-    sample = getattr(engine, "sample", None)
-    return sample if callable(sample) else engine.model.sample
+    """Draws as `inference.sampling.draw` makes them (with the engine's moving average, a Markov
+    chain for undirected models, ...)."""
+    from inference.sampling import draw
+
+    return lambda n: draw(engine.model, n, engine=engine)
 
 
 def metrics_callback(data, *, every: int = 500, num_samples: int = 1000,
                      metrics: Iterable[str] = ("fd", "kid"), dataset: str = "digits",
                      sample: Callable[[int], torch.Tensor] | None = None, seed: int = 0) -> Callable:
     """A callback for `inference.fit` that, every `every` steps, draws `num_samples` samples
-    (with `sample`, else the engine's `sample`, else the model's) and writes `evaluate_samples`
+    (with `sample`, else `inference.sampling.draw` of the engine's model, which uses the engine's
+    moving average of the weights where it keeps one) and writes `evaluate_samples`
     of them against `data` into that step's row of the history (as ``metric/<name>``).
 
     Sampling runs under `torch.random.fork_rng` and `torch.no_grad`, so the callback leaves the
     training's random stream, and so an exact resume, untouched.
     """
-    if not isinstance(every, int) or every < 1:
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every: expected a positive integer, got {every!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"num_samples: expected an integer >= 2, got {num_samples!r}")
     names = tuple([metrics] if isinstance(metrics, str) else metrics)
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"metrics: unknown {unknown or 'none given'}; expected some of {list(METRICS)}")
 
     def callback(info) -> None:
         if info.step % every != 0:
@@ -616,7 +630,7 @@ def metrics_callback(data, *, every: int = 500, num_samples: int = 1000,
         draw = sample if sample is not None else _sampler_of(info.engine)
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(seed + info.step)
-            x = draw(num_samples)
+            x = draw(num_samples).detach().cpu()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SampleSizeWarning)
             values = evaluate_samples(x, data, names, dataset=dataset, seed=seed)

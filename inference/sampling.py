@@ -15,7 +15,8 @@ trained it:
 3. **A Markov chain** for undirected programs (Boltzmann machines, EBMs): Gibbs for binary
    units, Langevin for continuous ones. Its guarantee: `n` independent chains, started apart
    (from `n` distinct data points when `start` is given, else from the sampler's random
-   initialisation), each run `steps` sweeps; after enough sweeps each chain is a draw from the
+   initialisation), each run `steps` sweeps (Langevin steps with a Metropolis correction,
+   MALA, for continuous units); after enough sweeps each chain is a draw from the
    model, and the chains are independent of each other, so the `n` draws show the model's modes
    in their proportions rather than one chain's neighbourhood.
 """
@@ -135,17 +136,29 @@ def _posterior_predictive(model, n: int, globals_: list[str], engine) -> torch.T
 
 def _markov_chain(model, n: int, start: torch.Tensor | None, steps: int | None) -> torch.Tensor:
     capabilities = model.capabilities()
-    if "discrete" in capabilities:
-        from inference.gibbs import Gibbs as Chain
-    else:
-        from inference.langevin import Langevin as Chain
-    sampler = Chain(model)
     steps = DEFAULT_CHAIN_STEPS if steps is None else int(steps)
+    if "discrete" in capabilities:
+        from inference.gibbs import Gibbs
+
+        sampler, adapting = Gibbs(model), 0
+    else:
+        from inference.langevin import Langevin
+
+        # MALA: the Metropolis correction makes the model's density the chain's stationary
+        # distribution whatever the step size (unadjusted Langevin's bias grows with it); the
+        # step size adapts toward 57% acceptance in the first half, then stays fixed.
+        sampler = Langevin(model, method="mala", step_size=0.05, adapt_step_size=True)
+        adapting = steps // 2
     if start is not None and torch.is_tensor(start) and start.shape[0] >= n:
         rows = torch.randperm(start.shape[0])[:n]
         x = start[rows].to(device=model.device, dtype=model.dtype)
         chains = sampler.from_data(x, 1)[0]
-        chains = sampler.run(chains, max(steps - 1, 0))
+        remaining = max(steps - 1, 0)
     else:
-        chains = sampler.run(sampler.init_random(n), steps)
+        chains, remaining = sampler.init_random(n), steps
+    if adapting:
+        chains = sampler.run(chains, min(adapting, remaining))
+        sampler.adapt_step_size = False
+        remaining -= min(adapting, remaining)
+    chains = sampler.run(chains, remaining)
     return sampler.visible(chains)

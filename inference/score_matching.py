@@ -23,6 +23,7 @@ that takes ``sigma``). A bare score network (an ``nn.Module``) is wrapped by
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Sequence
 
@@ -30,7 +31,7 @@ import torch
 
 import pgm
 from inference.engine import Engine, EngineError, _refusal, as_args, register_engine
-from inference.langevin import as_score_model, check_sigmas, has_score, score_of
+from inference.langevin import accepts_sigma, as_score_model, check_sigmas, has_score, score_of
 from inference.maximum_likelihood import make_optimizer
 
 __all__ = ["ScoreMatching", "METHODS", "geometric"]
@@ -110,6 +111,21 @@ class ScoreMatching(Engine):
         self.num_projections = num_projections
         self.variance_reduced = bool(variance_reduced)
         self.optimizer = make_optimizer(optim, self.parameters(), lr, **optim_kwargs)
+        # Denoising with the model's own score s(x, sigma) (an NCSN): how to pass the noise level is
+        # decided once here, not per step, and no gradient with respect to the noisy data is needed.
+        self._direct_score: str | None = None  # how the noise level is passed: "named", "positional", "none"
+        if method == "denoising" and self._energy_fn is None and has_score(m):
+            fn = m.score
+            if accepts_sigma(fn):
+                target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+                try:
+                    named = "sigma" in inspect.signature(target).parameters
+                except (TypeError, ValueError):
+                    named = False
+                self._direct_score = "named" if named else "positional"
+            else:
+                self._direct_score = "none"
+        self._levels: torch.Tensor | None = None
 
     @classmethod
     def supports(cls, model: pgm.Model) -> str | None:
@@ -159,18 +175,31 @@ class ScoreMatching(Engine):
         second = 0.5 * s.pow(2).flatten(1).sum(1) if self.variance_reduced else 0.5 * sv.pow(2)
         return (vjv + second).reshape(m, -1).mean(0)
 
+    def _denoising_score(self, noisy: torch.Tensor, sigma) -> torch.Tensor:
+        if self._direct_score is None:
+            return self._score(noisy.requires_grad_(True), sigma)
+        if not torch.is_tensor(sigma):
+            sigma = torch.full(noisy.shape[:1], sigma, dtype=noisy.dtype, device=noisy.device)
+        mode, score = self._direct_score, self.model.score
+        s = score(noisy, sigma=sigma) if mode == "named" else score(noisy, sigma) if mode == "positional" else score(noisy)
+        if s.shape != noisy.shape:
+            raise ValueError(f"score: expected the shape of x {tuple(noisy.shape)}, got {tuple(s.shape)}")
+        if not s.requires_grad:
+            raise EngineError(_refusal(type(self), self.model, "its score does not depend differentiably on any parameter"))
+        return s
+
     def _denoising(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         z = torch.randn_like(x)
         shape = (-1,) + (1,) * (x.dim() - 1)
         if self.sigmas is None:
-            noisy = (x + self.sigma * z).requires_grad_(True)
-            s = self._score(noisy, self.sigma)
+            s = self._denoising_score(x + self.sigma * z, self.sigma)
             return 0.5 * (s + z / self.sigma).pow(2).flatten(1).sum(1)
-        levels = torch.tensor(self.sigmas, dtype=x.dtype, device=x.device)
+        levels = self._levels
+        if levels is None or levels.dtype != x.dtype or levels.device != x.device:
+            levels = self._levels = torch.tensor(self.sigmas, dtype=x.dtype, device=x.device)
         sigma = levels[torch.randint(len(self.sigmas), (x.shape[0],), device=x.device)]
-        noisy = (x + sigma.reshape(shape) * z).requires_grad_(True)
-        s = self._score(noisy, sigma)
+        s = self._denoising_score(x + sigma.reshape(shape) * z, sigma)
         return 0.5 * (sigma.reshape(shape) * s + z).pow(2).flatten(1).sum(1)
 
     def objective(self, x: torch.Tensor) -> torch.Tensor:

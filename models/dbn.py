@@ -30,7 +30,7 @@ __all__ = ["DBN"]
 
 
 @register("dbn", v_dim=6, hidden_dims=(4, 3),
-          train=dict(settings=dict(hidden_dims=(128, 64)), engine="pcd", data="digits", epochs=40, batch_size=64, lr=2e-3))
+          train=dict(settings=dict(hidden_dims=(128, 64)), engine="cd", data="digits", epochs=40, batch_size=64, lr=2e-3))
 class DBN(Model):
     """Deep belief net with `v_dim` visible units and hidden layers of sizes `hidden_dims`.
 

@@ -36,6 +36,7 @@ ancestral sampling or DDIM, with classifier-free guidance.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import pyro
@@ -129,7 +130,7 @@ DIGITS_PRESET = dict(
 )
 
 
-@register("ddpm", x_dim=2, num_steps=4, hidden_dim=32, num_layers=1, train=DIGITS_PRESET)
+@register("ddpm", x_dim=2, num_steps=10, hidden_dim=32, num_layers=1, train=DIGITS_PRESET)
 class DDPM(Model):
     """A denoising diffusion model: reverse chain x_T -> ... -> x_1 -> x (the program) and the
     fixed forward process as guide (see the module docstring).
@@ -233,6 +234,15 @@ class DDPM(Model):
             "coef_x0": prev.sqrt() * beta / (1 - alpha_bar).clamp(min=1e-300),
             "coef_xt": alpha.sqrt() * (1 - prev) / (1 - alpha_bar).clamp(min=1e-300),
         }
+        # The ELBO's term at step t is vlb_const[t] + vlb_coef[t] |x_0 - x0_hat|^2 (see vlb_term).
+        d = math.prod(self.x_shape)
+        var_p, var_q = sigma2, post_var
+        const = 0.5 * d * (torch.log(var_p / var_q.clamp(min=1e-30)) + var_q / var_p - 1)
+        coef = 0.5 * buffers["coef_x0"] ** 2 / var_p
+        const[1] = 0.5 * d * math.log(2 * math.pi) + 0.5 * d * torch.log(var_p[1]) + d * math.log(self.scale)
+        coef[1] = 0.5 / var_p[1]
+        const[0], coef[0] = 0.0, 0.0  # no step 0
+        buffers["vlb_const"], buffers["vlb_coef"] = const, coef
         dtype = torch.get_default_dtype()
         for name, value in buffers.items():
             self.register_buffer(name, value.to(dtype), persistent=False)
@@ -360,7 +370,7 @@ class DDPM(Model):
         """KL(q(x_T | x_0) || N(0, I)) per datum (the ELBO's L_T term, no parameters)."""
         ab = self.alphas_bar[self.num_steps]
         dims = tuple(range(x0.dim() - len(self.x_shape), x0.dim()))
-        return 0.5 * (ab * x0.pow(2) + (1 - ab) - 1 - torch.log1p(-ab)).sum(dims)
+        return 0.5 * (ab * x0.pow(2).sum(dims) + math.prod(self.x_shape) * (-ab - torch.log1p(-ab)))
 
     def vlb_term(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The ELBO's term at step t per datum, in closed form given x_t (nats): for t >= 2,
@@ -368,16 +378,17 @@ class DDPM(Model):
         (the Jacobian of `scale` included). `out`: the network's output at (x_t, t)."""
         # Both Gaussians have fixed variances and their means differ by coef_x0 (x0 - x0_hat), so the
         # term needs one squared distance per datum.
+        # KL: 0.5 d (log(var_p / var_q) + var_q / var_p - 1) + 0.5 c0^2 sq / var_p; at t = 1 the
+        # negative log-likelihood 0.5 d log(2 pi var_p) + 0.5 sq / var_p + d log(scale): both are
+        # a constant plus a coefficient times sq, per step (vlb_const, vlb_coef; _set_schedule).
         dims = tuple(range(x0.dim() - len(self.x_shape), x0.dim()))
-        x0_hat, _ = self.to_x0_eps(x_t, t, out)
+        if self.prediction == "x0":
+            x0_hat = out
+        else:  # only x0_hat of to_x0_eps: this runs at every training step (the engine's ELBO metric)
+            a, s = self._at("sqrt_alphas_bar", t, x_t), self._at("sqrt_one_minus_alphas_bar", t, x_t)
+            x0_hat = (x_t - s * out) / a if self.prediction == "eps" else a * x_t - s * out
         sq = (x0 - x0_hat).pow(2).sum(dims)
-        d = math.prod(self.x_shape)
-        var_p = self.sigmas[t] ** 2
-        var_q = self.posterior_variance[t]
-        c0 = self.coef_x0[t]
-        kl = 0.5 * d * (torch.log(var_p / var_q.clamp(min=1e-30)) + var_q / var_p - 1) + 0.5 * c0**2 * sq / var_p
-        nll = 0.5 * d * torch.log(2 * math.pi * var_p) + 0.5 * sq / var_p + d * math.log(self.scale)
-        return torch.where(t == 1, nll, kl)
+        return self.vlb_const[t] + self.vlb_coef[t] * sq
 
     @torch.no_grad()
     def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, *, chunk: int = 64) -> torch.Tensor:
@@ -436,7 +447,7 @@ class DDPM(Model):
           S = T: ancestral sampling with sigma_t^2 = beta~_t).
         - `label`: an int (all samples) or n labels, for a conditional model (None:
           unconditional); `guidance` w: classifier-free guidance (1 + w) eps(x, c) - w eps(x).
-        - `progress`: a progress bar (None: when there are 100 steps or more).
+        - `progress`: a progress bar (None: when there are 100 steps or more and stderr is a terminal).
 
         DDIM's first jump uses x0_hat at t = T, where alpha_bar_T is tiny (2.4e-9 for the cosine
         schedule at T = 1000): from a noise prediction, x0_hat = (x_T - sqrt(1 - alpha_bar_T)
@@ -461,7 +472,7 @@ class DDPM(Model):
             if tuple(x_T.shape) != (n, *self.x_shape):
                 raise ValueError(f"x_T: expected shape {(n, *self.x_shape)}, got {tuple(x_T.shape)}")
             x = x_T.to(device=self.device, dtype=self.dtype)
-        show = len(ts) >= 100 if progress is None else bool(progress)
+        show = len(ts) >= 100 and sys.stderr.isatty() if progress is None else bool(progress)
         bar = tqdm(total=len(ts), desc="sampling" if steps is None else f"DDIM {len(ts)} steps", disable=not show, leave=False)
         for i, t in enumerate(ts):
             x0, eps = self.predict(x, t, y, float(guidance))
@@ -484,7 +495,7 @@ class DDPM(Model):
                 f"variance={self.variance!r}, prediction={self.prediction!r}, num_classes={self.num_classes}")
 
 
-@register("ddpm_conditional", x_dim=2, num_steps=4, hidden_dim=32, num_layers=1, num_classes=10,
+@register("ddpm_conditional", x_dim=2, num_steps=10, hidden_dim=32, num_layers=1, num_classes=10,
           train={**DIGITS_PRESET, "settings": {**DIGITS_PRESET["settings"], "num_classes": 10}})
 class ConditionalDDPM(DDPM):
     """A class-conditional DDPM p(x | y) (`DDPM` with `num_classes`, 10 by default), trained with

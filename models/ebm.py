@@ -78,7 +78,8 @@ def _to_energy(out: torch.Tensor, batch_dims: int, what: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # EBM: any energy network
 # ---------------------------------------------------------------------------------------------
-@register("ebm", x_dim=2, train=dict(engine="pcd", data="moons", epochs=30, batch_size=128, lr=1e-3))
+@register("ebm", x_dim=2, train=dict(settings=dict(base_scale=3.0, hidden_dims=(128, 128)), engine="nce", data="moons",
+                                    epochs=60, batch_size=128, lr=2e-3))
 class EBM(Model):
     """A continuous energy-based model p(x) ∝ exp(-E(x)) whose energy E is any network.
 

@@ -123,10 +123,15 @@ class Reverse(FlowLayer):
     def __init__(self, size: int, event_dim: int = 1):
         super().__init__()
         self.size, self.event_dim = int(size), int(event_dim)
+        self._bound: dict = {}  # device -> Permute (it holds no parameter: built once per device)
 
     def bind(self, context=None, anchor=None) -> Transform:
-        index = torch.arange(self.size - 1, -1, -1, device=None if anchor is None else anchor.device)
-        return Permute(index, dim=-self.event_dim)
+        device = None if anchor is None else anchor.device
+        permute = self._bound.get(device)
+        if permute is None:
+            index = torch.arange(self.size - 1, -1, -1, device=device)
+            permute = self._bound[device] = Permute(index, dim=-self.event_dim)
+        return permute
 
 
 class ActNorm(FlowLayer):

@@ -36,8 +36,15 @@ def _image_side(x_dim: int) -> int | None:
 
 @register(
     "gan", x_dim=64, z_dim=8, hidden_dims=(64,),
+    # digits: the R1 penalty (gamma 1) on the discriminator; with these seeds, 1,000 samples against
+    # the test digits: FD 4.4, IS 7.7, recall 0.81 (without it FD 32-38, IS 5.9-6.1, recall 0.18-0.41).
     train=dict(settings={"z_dim": 16, "hidden_dims": (256, 256)}, engine="gan",
-               engine_settings={}, data="digits", epochs=100, batch_size=64, lr=5e-4),
+               engine_settings={"r1": 1.0}, data="digits", epochs=100, batch_size=64, lr=5e-4,
+               # 2D toys: a 2D latent and 128-wide MLPs on both sides; 47 epochs of 8,000 points in
+               # batches of 256 is about 1,500 generator steps (tests/test_gan.py checks the modes).
+               variants={"8gaussians": dict(settings={"z_dim": 2, "hidden_dims": (128, 128)},
+                                            engine_settings={"hidden_dims": (128, 128), "r1": 0.0},
+                                            epochs=47, batch_size=256, lr=1e-3)}),
 )
 class GAN(Model):
     """A GAN's generator as a program: z ~ N(0, I_z_dim), x = G(z) (a Delta at G(z)).

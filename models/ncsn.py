@@ -19,6 +19,7 @@ with c(sigma) = 1000 (log sigma - log sigma_min) / (log sigma_max - log sigma_mi
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import pyro
@@ -165,11 +166,11 @@ class NCSN(Model):
     def sample(self, n: int, *, steps_per_level: int | None = None, step_size: float | None = None,
                final_denoise: bool | None = None, init: torch.Tensor | None = None, progress: bool | None = None) -> torch.Tensor:
         """`n` draws by annealed Langevin dynamics from N(0, sigma_max^2 I) (or from `init`), shape
-        (n, *x_shape). `progress` (None: when there are 1000 steps or more) shows a bar."""
+        (n, *x_shape). `progress` (None: when there are 1000 steps or more and stderr is a terminal) shows a bar."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
         steps = self.steps_per_level if steps_per_level is None else steps_per_level
-        show = steps * len(self.sigmas) >= 1000 if progress is None else bool(progress)
+        show = steps * len(self.sigmas) >= 1000 and sys.stderr.isatty() if progress is None else bool(progress)
         sampler = self.sampler(steps_per_level=steps, step_size=step_size, final_denoise=final_denoise, progress=show)
         if init is not None:
             if tuple(init.shape) != (n, *self.x_shape):

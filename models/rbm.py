@@ -139,7 +139,7 @@ class _IndependentHidden:
 
 
 @register("rbm", v_dim=6, h_dim=4,
-          train=dict(settings=dict(h_dim=128), engine="pcd", data="digits", epochs=80, batch_size=64, lr=2e-3))
+          train=dict(settings=dict(h_dim=128), engine="cd", data="digits", epochs=80, batch_size=64, lr=2e-3))
 class RBM(_IndependentHidden, VisibleHidden):
     """Bernoulli-Bernoulli RBM with `v_dim` visible and `h_dim` hidden units.
 
@@ -201,22 +201,27 @@ class RBM(_IndependentHidden, VisibleHidden):
 
 
 @register("gaussian_rbm", v_dim=2, h_dim=8,
-          train=dict(settings=dict(h_dim=64), engine="pcd", data="moons", epochs=30, batch_size=128, lr=2e-3))
+          train=dict(settings=dict(h_dim=64, sigma=0.3), engine="cd", data="moons", epochs=60, batch_size=128, lr=1e-2))
 class GaussianRBM(_IndependentHidden, VisibleHidden):
     """Gaussian-Bernoulli RBM: `v_dim` real visible units, `h_dim` binary hidden units.
 
     E(v, h) = sum_i (v_i - b_i)^2 / (2 sigma_i^2) - sum_ij (v_i / sigma_i) W_ij h_j - c^T h, so
     v | h ~ Normal(b + sigma * (W h), sigma^2) and p(h_j = 1 | v) = sigmoid(c_j + (v / sigma)^T W_:j).
-    `learn_sigma=False` (default) keeps sigma = 1 (standardise the data); True learns log sigma.
+    `sigma` (default 1: standardised data) is the visible units' standard deviation given h,
+    fixed with `learn_sigma=False` (default) and its starting value with True (log sigma learned).
+    A small fixed sigma makes the model a mixture of many narrow Gaussians (2D toys).
 
     >>> m = GaussianRBM(v_dim=3, h_dim=2)
     >>> m.energy(torch.zeros(4, 3)).shape, sorted(m.gibbs_conditionals())
     (torch.Size([4]), ['h', 'v'])
     """
 
-    def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01, learn_sigma: bool = False) -> None:
+    def __init__(self, v_dim: int, h_dim: int, init_scale: float = 0.01, learn_sigma: bool = False,
+                 sigma: float = 1.0) -> None:
         super().__init__(v_dim, h_dim, init_scale)
-        self.log_sigma = nn.Parameter(torch.zeros(v_dim), requires_grad=checks.boolean("learn_sigma", learn_sigma))
+        sigma = checks.finite_float("sigma", sigma, positive=True)
+        self.log_sigma = nn.Parameter(torch.full((v_dim,), math.log(sigma)),
+                                      requires_grad=checks.boolean("learn_sigma", learn_sigma))
 
     @property
     def sigma(self) -> torch.Tensor:

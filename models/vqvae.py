@@ -44,8 +44,8 @@ __all__ = ["VQVAE"]
 
 
 @register("vqvae", x_dim=64, num_codes=32, code_dim=4, num_latents=4, hidden_dims=(128,),
-          train=dict(settings=dict(hidden_dims=(256,), num_latents=8), engine="objective", data="digits", epochs=100,
-                     batch_size=128, lr=1e-3))
+          train=dict(settings=dict(hidden_dims=(256,), num_latents=8, prior="pixelcnn"), engine="objective", data="digits",
+                     epochs=100, batch_size=128, lr=1e-3))
 class VQVAE(Model):
     """VQ-VAE: codes ~ uniform over `num_codes` at each of `grid_shape` positions, x ~
     likelihood(decoder(codebook[codes])); the guide picks the codes nearest the encoder outputs.

@@ -114,6 +114,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, parse_settings(args.set))
     level = "unit" if args.units else "site"
     graph = pgm.graph_of(model, level=level, show_params=args.params, unit_limit=args.unit_limit)
+    graph = _chain_view(graph, model, full=args.full_chain)
     if args.factor_graph:
         graph = graph.factor_graph()
     out = Path(args.output)
@@ -124,6 +125,16 @@ def cmd_draw(args: argparse.Namespace) -> int:
         graph.draw(out, title=args.title)
     print(f"{graph!r} -> {out}")
     return 0
+
+
+def _chain_view(graph, model, full: bool = False):
+    """A model with a long Markov chain (`chain_sites()`, a diffusion model's x_T ... x_1, x) is
+    drawn collapsed, x_T -> ... -> x_t -> ... -> x (`GraphicalModel.collapse_chain`), unless
+    `full` (`pgm draw --full-chain`) or drawn at unit level."""
+    sites = getattr(model, "chain_sites", None)
+    if full or not callable(sites) or graph.level != "site":
+        return graph
+    return graph.collapse_chain(sites())
 
 
 # ---------------------------------------------------------------------- training runs
@@ -283,6 +294,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with run.lock():
         saved = run.config() if args.resume else None
         config = _train_settings(args, saved)
+        metric_names = _train_metrics(args, config)
         # Refusals first, before anything is loaded or written: an existing run, changed settings.
         run.begin(config, resume=args.resume, overwrite=args.overwrite)
         pyro.set_rng_seed(config["seed"])  # the model's initialisation is part of the seeded run
@@ -321,17 +333,56 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"training {type(model).__name__} with {type(engine).__name__} ({engine_name}) on "
                   f"{config['data'] or 'its own data'} {_shapes(data.train)} -> {out}")
             train = data.train
-            if getattr(model, "conditional", False):  # p(x | y): the labels are the program's second argument
+            if getattr(model, "conditional", False) is True:  # p(x | y): the labels are the program's second argument
                 if data.train_labels is None:
                     raise CommandError(f"--data: {type(model).__name__} is conditional and needs labels; "
                                        f"{config['data']} has none")
                 train = (data.train, data.train_labels)
             history = fit(engine, train, epochs=config["epochs"], batch_size=config["batch_size"],
                           device=args.device, seed=config["seed"], checkpoint_dir=out, resume=args.resume,
-                          overwrite=args.overwrite, run_config=config, progress=not args.quiet)
+                          overwrite=args.overwrite, run_config=config, progress=not args.quiet,
+                          callbacks=_metric_callbacks(args, config, data, metric_names))
         _pictures(model, history, data, out, args.num_samples, engine=engine)
     print(f"done: {len(history)} steps; last metrics {_fmt(history.last())}; run directory {out}")
     return 0
+
+
+def _train_metrics(args, config) -> list[str]:
+    """The metrics of ``--metric-every`` (checked before the run directory is touched): the
+    ``--metric`` flags, else FD and KID for images and MMD (+ mode coverage) for 2D toys."""
+    if args.metric_every is None:
+        return []
+    if args.metric_every < 1:
+        raise CommandError(f"--metric-every: expected a positive number of steps, got {args.metric_every}")
+    if args.metric_samples < 2:
+        raise CommandError(f"--metric-samples: expected at least 2 samples, got {args.metric_samples}")
+    from pgm.data import TOYS
+    from inference.metrics import RECIPES, TOY_MODES
+
+    name = config["data"]
+    if name not in RECIPES and name not in TOYS:
+        raise CommandError(f"--metric-every: no sample-quality metrics for data {name!r} "
+                           f"(the 2D toys and {', '.join(RECIPES)} have them)")
+    names = args.train_metric or (["fd", "kid"] if name in RECIPES else ["mmd"] + (["modes"] if name in TOY_MODES else []))
+    if name in TOYS and "is" in names:
+        raise CommandError(f"--metric: 'is' needs a classifier; the 2D toy {name!r} has none")
+    if "modes" in names and name not in TOY_MODES:
+        raise CommandError(f"--metric: 'modes' needs known mixture centres; {name!r} has none")
+    return names
+
+
+def _metric_callbacks(args, config, data, names: list[str]) -> list:
+    """With ``--metric-every N``: sample-quality metrics (`inference.metrics.metrics_callback`) of
+    ``--metric-samples`` draws against the validation split every N steps, into the history
+    (``metric/<name>`` columns) and so into loss.png."""
+    if not names:
+        return []
+    from inference.metrics import metrics_callback
+
+    reference = data.valid if data.valid is not None and len(data.valid) >= 2 else data.test
+    return [metrics_callback(reference.reshape(len(reference), -1).cpu(), every=args.metric_every,
+                             num_samples=args.metric_samples, metrics=names, dataset=config["data"],
+                             seed=config["seed"])]
 
 
 def _pictures(model, history, data, out: Path, num_samples: int, engine=None) -> None:
@@ -342,14 +393,9 @@ def _pictures(model, history, data, out: Path, num_samples: int, engine=None) ->
 
     if len(history):
         history.plot(out / "loss.png")
-    train = data.train[0] if isinstance(data.train, tuple) and getattr(model, "conditional", False) else (
+    train = data.train[0] if isinstance(data.train, tuple) and getattr(model, "conditional", False) is True else (
         data.train[-1] if isinstance(data.train, tuple) else data.train)
-    pictured = model
-    if len(model.structure().latent) > 100 and getattr(model, "name", None):
-        import models  # a long chain (a diffusion model's steps): drawn at the registry's drawing sizes
-
-        pictured = models.get(model.name)
-    pgm.graph_of(pictured, data_size=len(train)).draw(out / "graph.png", title=type(model).__name__)
+    _chain_view(pgm.graph_of(model, data_size=len(train)), model).draw(out / "graph.png", title=type(model).__name__)
     dim = math.prod(train.shape[1:])
     n = max(num_samples, 1000) if dim == 2 else min(num_samples, 256)
     _write_samples(model, n, out / "samples.png", data=train, engine=engine)
@@ -565,6 +611,7 @@ def _complete(args, config, model) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import contextlib
     import json
     import math
 
@@ -593,13 +640,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if method == "ais":  # the AIS base distribution is fitted to the training data
         train = data.train
         extra["base_data"] = train.reshape(train.shape[0], -1) if train.dim() > 2 else train
+    averaged = getattr(engine, "averaged", None)  # a moving average of the weights (diffusion) is what is evaluated
     try:
-        ll = evaluate.log_likelihood(model, test, method=method, num_samples=args.num_samples, **extra)
+        with averaged() if callable(averaged) else contextlib.nullcontext():
+            ll = evaluate.log_likelihood(model, test, method=method, num_samples=args.num_samples, **extra)
     except (ValueError, TypeError, NotImplementedError) as error:
         raise CommandError(f"--method {method}: {str(error).splitlines()[0]}") from error
     nll = -float(ll.mean())
     dims = math.prod(test.shape[1:])
-    result = {"method": method, "num_samples": args.num_samples, "test_size": test.shape[0],
+    result = {"method": method, "num_samples": None if method == "elbo" else args.num_samples, "test_size": test.shape[0],
               "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2))}
     from inference.checkpoint import save_json
 
@@ -649,6 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", action="store_true", help="show parameters as nodes")
     p.add_argument("--unit-limit", type=int, default=1024, help="largest site expanded with --units")
     p.add_argument("--title", default=None, help="a title above the drawing")
+    p.add_argument("--full-chain", action="store_true",
+                   help="draw a diffusion model's chain in full (default: collapsed, x_T -> ... -> x_t -> ... -> x)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model constructor setting (repeatable)")
     p.set_defaults(func=cmd_draw)
 
@@ -679,6 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download missing dataset files")
     p.add_argument("--num-samples", type=int, default=64, help="samples drawn for the picture at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--metric-every", type=int, default=None, metavar="N",
+                   help="every N steps, sample-quality metrics against the validation split into the history and loss.png")
+    p.add_argument("--metric", dest="train_metric", action="append", default=None,
+                   choices=("fd", "kid", "is", "pr", "mmd", "parzen", "modes"),
+                   help="with --metric-every: the metric(s) (default: fd, kid for images; mmd (+ modes) for 2D toys)")
+    p.add_argument("--metric-samples", type=int, default=1000, help="with --metric-every: samples drawn each time")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
@@ -702,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--model", default=None, metavar="MODULE:ATTR",
                    help="the model of a run trained from your own module (never imported from the run's config)")
-    p.add_argument("--method", default=None, help="iwae, exact or ais (default: one that applies, and it says which)")
+    p.add_argument("--method", default=None, help="iwae, exact, ais or elbo (default: one that applies, and it says which)")
     p.add_argument("--num-samples", type=int, default=100, help="importance samples (iwae) or chains (ais)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test points only")
     p.add_argument("--metric", action="append", default=None, choices=("fd", "kid", "is", "pr", "mmd", "parzen", "modes"),

@@ -61,7 +61,9 @@ def to_dot(g) -> str:
     def node_line(n, indent):
         kind = g.nodes[n]["kind"]
         style = _STYLE.get(kind, "").replace("{name}", str(n).replace('"', '\\"'))
-        label = "" if kind in ("factor", "parameter") else f"label={_quote(n)}"
+        label = "" if kind in ("factor", "parameter") else f"label={_quote(g.nodes[n].get('label') or n)}"
+        if g.nodes[n].get("ellipsis"):  # a collapsed chain's dots (GraphicalModel.collapse_chain)
+            style = ", shape=plaintext"
         attrs = ", ".join(a for a in (label, style.lstrip(", ")) if a)
         return f"{indent}{_quote(n)} [{attrs}];"
 

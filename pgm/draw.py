@@ -6,7 +6,10 @@ variables shaded grey, deterministic variables with a dashed outline, parameters
 dots, factors small black squares; directed edges are arrows whose heads stop at the circle's
 edge, undirected edges plain lines; plates are labelled rectangles around their members with
 the plate's size in a corner ("N = 100" for names of one or two characters, "data (100)"
-otherwise), nested plates drawn nested.
+otherwise), nested plates drawn nested. A node whose attributes say ``ellipsis=True`` (the dots of
+a long chain drawn collapsed by `GraphicalModel.collapse_chain`, x_T -> ... -> x_t -> ... -> x) is
+drawn as its ``label`` ("⋯") alone, without a circle; any node's ``label`` attribute replaces its
+name as its text.
 
 >>> from matplotlib.figure import Figure
 >>> from pgm.graph import GraphicalModel
@@ -86,6 +89,7 @@ _LABEL_FILL = 0.85  # share of a circle's diameter a label inside it may take
 _LONG_LABEL = 10  # labels longer than this do not shrink the common font size
 _PARAMETER_SCALE = 0.22  # parameter dot radius / variable circle radius
 _FACTOR_SCALE = 0.35  # factor square half-side / variable circle radius
+_ELLIPSIS_SCALE = 0.8  # half-width of a collapsed chain's "⋯" / variable circle radius
 
 
 # ---------------------------------------------------------------------------------- public API
@@ -748,6 +752,9 @@ class _Scene:
         self.bend = bend
         self.names = list(g.nodes)
         self.kinds = {n: g.nodes[n]["kind"] for n in self.names}
+        # a node's text: its name, or its "label" attribute (the "⋯" of a collapsed chain)
+        self.texts = {n: str(g.nodes[n].get("label") or n) for n in self.names}
+        self.ellipses = {n for n in self.names if g.nodes[n].get("ellipsis")}
         self.r = node_size / 2 * unit
         self.extent = {}  # half-size of each node's shape
         for n in self.names:
@@ -756,6 +763,8 @@ class _Scene:
                 self.extent[n] = self.r * _PARAMETER_SCALE
             elif kind == "factor":
                 self.extent[n] = self.r * _FACTOR_SCALE
+            elif n in self.ellipses:
+                self.extent[n] = self.r * _ELLIPSIS_SCALE
             else:
                 self.extent[n] = self.r
         self.show_plates = show_plates
@@ -781,7 +790,7 @@ class _Scene:
     def preferred_inches(self) -> float:
         """Inches per unit at which the longest label (up to 10 characters) fits its circle at
         8 pt, between 0.85 and 1.6 inches between neighbouring nodes."""
-        longest = max((len(str(n)) for n in self.names if self._inside(n)), default=1)
+        longest = max((len(self.texts[n]) for n in self.names if self._inside(n)), default=1)
         r_pts = _CHAR_WIDTH * 8.0 * min(longest, _LONG_LABEL) / (2 * _LABEL_FILL)
         return float(np.clip(r_pts / (72 * self.r), _INCHES_PER_UNIT, 1.6)) / self.unit
 
@@ -793,8 +802,9 @@ class _Scene:
         ppu = self.ppu
         r_pts = self.r * ppu
         self.lw = float(np.clip(0.02 * self.unit * ppu, 0.4, 1.3))
-        fits = {n: _LABEL_FILL * 2 * r_pts / (_CHAR_WIDTH * max(len(str(n)), 1)) for n in self.names if self._inside(n)}
-        common = min([11.0, 0.9 * r_pts] + [f for n, f in fits.items() if len(str(n)) <= _LONG_LABEL])
+        fits = {n: _LABEL_FILL * 2 * r_pts / (_CHAR_WIDTH * max(len(self.texts[n]), 1))
+                for n in self.names if self._inside(n) and n not in self.ellipses}
+        common = min([11.0, 0.9 * r_pts] + [f for n, f in fits.items() if len(self.texts[n]) <= _LONG_LABEL])
         side = min(9.0, common)
         beside = sum(1 for n in self.names if not (n in fits and fits[n] >= 0.7 * common))
         check_edges = beside * len(self._edge_points) <= 2_000_000
@@ -802,7 +812,10 @@ class _Scene:
         self.label_boxes = {}  # name -> (x0, y0, x1, y1) of a label beside its node
         for n in self.names:
             x, y = self.pos[n]
-            text = str(n)
+            text = self.texts[n]
+            if n in self.ellipses:  # the dots alone, as large as the labels in circles
+                self.node_labels[n] = (x, y, text, 1.6 * common, "center", "center")
+                continue
             if self.g.nodes[n].get("potential") or (self.g.level == "unit" and self.kinds[n] == "factor"):
                 # unit-level factor squares (one per term or conditional) go unlabelled
                 self.node_labels[n] = (x, y, "", side, "center", "center")
@@ -995,6 +1008,8 @@ class _Scene:
             elif kind == "parameter":
                 patch = Circle((x, y), e, facecolor=PARAMETER_COLOR, edgecolor=EDGE_COLOR, linewidth=self.lw,
                                zorder=3)
+            elif n in self.ellipses:  # no outline: the dots stand for the collapsed steps
+                patch = Circle((x, y), e, facecolor="none", edgecolor="none", zorder=3)
             else:
                 fill = OBSERVED_COLOR if kind == "observed" else LATENT_COLOR
                 style = "--" if kind == "deterministic" else "-"

@@ -12,7 +12,11 @@ wherever the log density of unit `u` has a nonzero derivative with respect to th
 in `u` and `w` (its units interact). A joint event whose distribution states its per-unit
 conditionals (`unit_log_prob(value)`, e.g. `models.autoregressive.Autoregressive`) is expanded
 into its units too, so an autoregressive site shows its complete DAG, its masks' connectivity or
-its receptive field. Networks are invisible to both: only sample sites are nodes.
+its receptive field. A transformed distribution over a joint event (a normalizing flow) is
+expanded through its base-side value u = T^{-1}(x): x_j -> x_i where u_i depends on x_j one way
+only, x_i - x_j where they depend on each other (the flow's Jacobian pattern: triangular for an
+autoregressive layer, two blocks for one coupling layer, dense after several). Networks are
+invisible to both: only sample sites are nodes.
 """
 
 from __future__ import annotations
@@ -397,6 +401,20 @@ def _per_unit_density(fn, value: torch.Tensor) -> torch.Tensor | None:
     return lp.expand(value.shape) if lp.shape != value.shape else lp
 
 
+def _base_side(fn, value: torch.Tensor) -> torch.Tensor | None:
+    """For a transformed distribution over a joint event (a normalizing flow): its base-side
+    value u = T^{-1}(value), unit for unit, or None. Unit u_i depends on data unit x_j exactly
+    where the flow's Jacobian du/dx has a nonzero entry, so autograd through u draws x_j -> x_i:
+    triangular for autoregressive layers, two blocks for one coupling layer."""
+    base = unwrap(fn)
+    if not isinstance(base, torch.distributions.TransformedDistribution) or not tuple(base.event_shape):
+        return None
+    u = value
+    for t in reversed(base.transforms):
+        u = t.inv(u)
+    return u if u.shape == value.shape else None
+
+
 class _Units:
     """The unit-level bookkeeping shared by every probe: names, plate dims, found edges."""
 
@@ -454,8 +472,32 @@ class _Units:
             }
             for f in self.scopes
         }
-        directed = sorted(self.directed, key=lambda e: (order[e[1]], order[e[0]]))
-        return GraphicalModel(nodes, directed, sorted(self.undirected), plates, factors, name=name, level="unit")
+        directed, undirected = _mutual_within_sites(self.directed, nodes, set(self.undirected))
+        directed = sorted(directed, key=lambda e: (order[e[1]], order[e[0]]))
+        return GraphicalModel(nodes, directed, sorted(undirected), plates, factors, name=name, level="unit")
+
+
+def _mutual_within_sites(directed: set, nodes: dict, undirected: set) -> tuple[set, set]:
+    """Units of one joint site that depend on each other both ways (a flow whose Jacobian is
+    dense, as after two coupling layers) are joined by an undirected edge: a directed edge stays
+    where the dependence goes one way only, so the graph keeps the Jacobian's exact pattern.
+    Should one-way edges within a site still close a cycle, the edges of that cycle's strongly
+    connected units become undirected too."""
+    same = lambda a, b: nodes[a]["site"] == nodes[b]["site"]  # noqa: E731
+    mutual = {e for e in directed if (e[1], e[0]) in directed and same(*e)}
+    if not mutual:
+        return directed, undirected
+    directed = directed - mutual
+    undirected = undirected | {tuple(sorted(e)) for e in mutual}
+    import networkx as nx
+
+    g = nx.DiGraph(list(directed))
+    for component in nx.strongly_connected_components(g):
+        if len(component) > 1:
+            inside = {e for e in directed if e[0] in component and e[1] in component and same(*e)}
+            directed = directed - inside
+            undirected = undirected | {tuple(sorted(e)) for e in inside}
+    return directed, undirected
 
 
 def _terms(scope: set[str], interactions: set[tuple[str, str]], order: dict[str, int], pairwise: bool) -> list[tuple[str, ...]]:
@@ -579,7 +621,10 @@ def _probe_once(program, args, kwargs, units: _Units, spread: float, discrete=No
             rows = _first_element(out, dims)
         else:
             lp = _per_unit_density(site["fn"], site["value"])
-            if lp is None:  # a joint event stays one node: use its total density
+            base_side = _base_side(site["fn"], site["value"]) if lp is None else None
+            if base_side is not None:  # a flow: its units depend as its Jacobian's pattern says
+                rows = _first_element(base_side, dims)
+            elif lp is None:  # a joint event stays one node: use its total density
                 lp = site["fn"].log_prob(site["value"])
                 rows = _first_element(lp, dims).sum().reshape(1)
             else:

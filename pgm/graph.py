@@ -268,6 +268,73 @@ class GraphicalModel:
             edges += [(fname, v) for v in [node, *parents]]
         return GraphicalModel(nodes, undirected_edges=edges, plates=self.plates, name=self.name, level=self.level, view="factor_graph")
 
+    # ------------------------------------------------------------------ long chains
+    def collapse_chain(self, sites: Iterable[str], middle: str = "x_t") -> "GraphicalModel":
+        """The graph with the long Markov chain `sites` (in order: first ancestor first, e.g. a
+        diffusion model's ``x_T, ..., x_1, x``, `DDPM.chain_sites()`) drawn collapsed as
+        ``first -> ... -> middle -> ... -> last``: the first and last sites are kept, every
+        site between them is replaced by one representative step `middle` (a latent with the
+        attributes of the chain's central site) flanked by two *ellipsis* nodes, named
+        ``"first..middle"`` and ``"middle..last"``, whose attributes say ``ellipsis=True``,
+        ``label="⋯"`` and ``collapsed`` (how many of the chain's sites the collapsed part
+        stands for, shared by the three). Edges between other nodes and collapsed sites go to
+        `middle`. A chain of five sites or fewer is returned unchanged (there is nothing to
+        gain); every query works on the result, which is a smaller DAG of the same shape.
+
+        >>> g = GraphicalModel({f"x_{t}": {"kind": "latent"} for t in range(9, 0, -1)} | {"x": {"kind": "observed"}},
+        ...                    directed_edges=[(f"x_{t}", f"x_{t - 1}") for t in range(9, 1, -1)] + [("x_1", "x")])
+        >>> c = g.collapse_chain([f"x_{t}" for t in range(9, 0, -1)] + ["x"])
+        >>> list(c.nodes), c.directed_edges[:2]
+        (['x_9', 'x_9..x_t', 'x_t', 'x_t..x', 'x'], [('x_9', 'x_9..x_t'), ('x_9..x_t', 'x_t')])
+        >>> c.nodes["x_t..x"]["label"], c.nodes["x_t"]["collapsed"]
+        ('⋯', 8)
+        """
+        if isinstance(sites, str) or not isinstance(sites, Iterable):
+            raise TypeError(f"sites: expected a sequence of node names, got {type(sites).__name__}")
+        sites = list(sites)
+        self._check_nodes(sites, "sites")
+        if len(set(sites)) != len(sites):
+            raise ValueError(f"sites: expected distinct nodes, got a repeat in {sites[:10]}")
+        for a, b in zip(sites, sites[1:]):
+            if not self._dg.has_edge(a, b):
+                raise ValueError(f"sites: expected a directed chain, but there is no edge {a} -> {b}")
+        position = {n: i for i, n in enumerate(sites)}
+        shortcut = [(u, v) for u, v in self._dg.edges if u in position and v in position and position[v] != position[u] + 1]
+        if shortcut:
+            raise ValueError(f"sites: expected a Markov chain, but the edge {shortcut[0][0]} -> {shortcut[0][1]} skips steps")
+        if len(sites) <= 5:
+            return self
+        if not isinstance(middle, str) or not middle:
+            raise TypeError(f"middle: expected a node name (str), got {middle!r}")
+        first, last, inner = sites[0], sites[-1], sites[1:-1]
+        before, after = f"{first}..{middle}", f"{middle}..{last}"
+        clash = {middle, before, after} & (set(self.nodes) - set(inner))
+        if clash:
+            raise ValueError(f"middle: the names {sorted(clash)} of the collapsed nodes are already nodes of the graph")
+        central = self._dg.nodes[inner[len(inner) // 2]]
+        collapsed = len(inner)
+        dots = {"kind": central["kind"], "dist": None, "event_shape": central.get("event_shape", ()),
+                "plates": central.get("plates", ()), "ellipsis": True, "label": "\u22ef", "collapsed": collapsed}
+        nodes: dict[str, dict] = {}
+        hidden = set(inner)
+        for n, attrs in self._dg.nodes(data=True):
+            if n == first:
+                nodes[n] = dict(attrs)
+                nodes[before] = dict(dots)
+                nodes[middle] = {**{k: v for k, v in central.items() if k != "shape"}, "collapsed": collapsed}
+                nodes[after] = dict(dots)
+            elif n not in hidden:
+                nodes[n] = dict(attrs)
+        rename = {n: middle for n in hidden}
+        directed = list(dict.fromkeys(
+            [(first, before), (before, middle), (middle, after), (after, last)]
+            + [(rename.get(u, u), rename.get(v, v)) for u, v in self._dg.edges
+               if not (u in sites and v in sites) and rename.get(u, u) != rename.get(v, v)]))
+        undirected = [(rename.get(u, u), rename.get(v, v)) for u, v in self._ug.edges if rename.get(u, u) != rename.get(v, v)]
+        factors = {k: {**v, "scope": sorted({rename.get(s, s) for s in v["scope"]})} for k, v in self.factors.items()}
+        return GraphicalModel(nodes, directed, undirected, plates=self.plates, factors=factors, name=self.name,
+                              level=self.level, view=self.view)
+
     # ------------------------------------------------------------------ export
     def to_dict(self) -> dict:
         """A plain, JSON-friendly spec of the graph (what tests compare)."""

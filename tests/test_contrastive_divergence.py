@@ -263,3 +263,31 @@ def test_closed_form_gradient_that_disagrees_with_the_energy_falls_back_to_autog
         engine.step(x)
     assert engine.closed_form is False
     assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), expected))
+
+
+# ---------------------------------------------------------------- energy penalty
+def test_the_energy_penalty_adds_its_gradient_to_the_cd_gradient():
+    from models.ebm import EBM
+
+    torch.manual_seed(0)
+    model = EBM(x_dim=2, hidden_dims=(8,), base_scale=2.0).double()
+    engine = ContrastiveDivergence(model, k=1, optim="sgd", lr=0.1, energy_penalty=0.5)
+    x = torch.randn(16, 2, dtype=torch.float64)
+    neg = torch.randn(16, 2, dtype=torch.float64) * 2
+    site = model.structure().observed[0]
+    engine.sampler.from_data = lambda data, k, energy=False: ({site: neg}, None, None)  # fixed negatives
+    before = [p.detach().clone() for p in model.parameters()]
+    e_data, e_neg = model.energy(x), model.energy(neg)
+    expected = e_data.mean() - e_neg.mean() + 0.5 * (e_data.pow(2).mean() + e_neg.pow(2).mean())
+    grads = torch.autograd.grad(expected, list(model.parameters()))
+    metrics = engine.step(x)
+    assert metrics["loss"] == pytest.approx(float(expected.detach()), rel=1e-12)
+    for p, b, g in zip(model.parameters(), before, grads):
+        assert torch.allclose(p.detach(), b - 0.1 * g, atol=1e-12)
+
+
+def test_the_energy_penalty_is_checked_and_turns_the_closed_form_off():
+    with pytest.raises(ValueError, match="energy_penalty: expected a non-negative"):
+        ContrastiveDivergence(RBM(v_dim=4, h_dim=2), energy_penalty=-1.0)
+    assert ContrastiveDivergence(RBM(v_dim=4, h_dim=2)).closed_form
+    assert not ContrastiveDivergence(RBM(v_dim=4, h_dim=2), energy_penalty=0.1).closed_form

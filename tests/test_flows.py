@@ -92,6 +92,21 @@ def test_log_prob_is_change_of_variables_with_autograd_jacobian(name, cond):
 
 
 @pytest.mark.parametrize("name,cond", CASES)
+def test_log_prob_equals_the_transformed_distributions(name, cond):
+    """`Flow.log_prob` (the change of variables written over the layers, for speed) is the
+    log-density of the Pyro `TransformedDistribution` the program samples from."""
+    flow = build(name, cond)
+    c = context(flow, 2, 3)
+    x = flow.sample(6, None if c is None else c.reshape(6, C)).reshape(2, 3, *flow.x_shape).clone()
+    if flow.levels:  # the distribution of the dequantized values, in (0, 1)
+        x = (x + torch.rand_like(x) / flow.levels).clamp(max=1 - 1e-6)
+        got = flow._change_of_variables(flow.transforms(c), x.clone())
+    else:
+        got = flow.log_prob(x, c)
+    assert torch.allclose(got, flow.distribution(c).log_prob(x.clone()), atol=1e-8)
+
+
+@pytest.mark.parametrize("name,cond", CASES)
 def test_shapes_over_batch_shapes(name, cond):
     flow = build(name, cond)
     for lead in [(1,), (4,), (2, 3)]:
@@ -173,6 +188,32 @@ def test_density_integrates_to_one_on_a_2d_grid(name, cond):
     assert abs(mass - 1.0) < 0.01, mass
 
 
+IMAGES = {  # the image flows on the smallest images their constructors take (2 or 4 units)
+    "realnvp_checker": lambda **k: RealNVP(x_shape=(1, 1, 2), num_scales=1, hidden_channels=4, **k),
+    "realnvp_multiscale": lambda **k: RealNVP(x_shape=(1, 2, 2), num_scales=2, hidden_channels=4, **k),
+    "glow": lambda **k: Glow(x_shape=(1, 2, 2), num_scales=1, steps_per_scale=2, hidden_channels=4, **k),
+}
+
+
+@pytest.mark.parametrize("name,cond", [("realnvp_checker", False), ("realnvp_checker", True),
+                                       ("realnvp_multiscale", False), ("glow", True)])
+def test_image_flow_density_integrates_to_one_on_a_grid(name, cond):
+    """Glow and the image RealNVP (checkerboard couplings; squeeze, channel couplings and a
+    factored-out half) on a 1x1x2 or 1x2x2 image: a 2D grid, or a 4D grid of 14^4 points (the
+    midpoint rule is accurate far beyond 0.01 for a smooth density at this spacing)."""
+    torch.manual_seed(0)
+    flow = _perturb(IMAGES[name](context_dim=C if cond else None).double(), scale=0.1)
+    d = flow.dim
+    lim, n = (7.0, 160) if d == 2 else (6.0, 14)
+    axis = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    grid = torch.cartesian_prod(*[axis] * d).reshape(-1, *flow.x_shape)
+    c = None if not cond else torch.randn(C, dtype=torch.float64).expand(grid.shape[0], C)
+    with torch.no_grad():
+        density = flow.log_prob(grid, c).exp()
+    mass = float(density.sum() * (axis[1] - axis[0]) ** d)
+    assert abs(mass - 1.0) < 0.01, mass
+
+
 def test_dequantized_density_integrates_to_one_on_the_unit_square():
     torch.manual_seed(0)
     flow = _perturb(NICE(x_dim=2, num_layers=4, hidden_dims=(16,), levels=17).double(), scale=0.2)
@@ -196,6 +237,83 @@ def test_maf_and_iaf_sharing_parameters_define_the_same_density():
     t = maf.transform()
     z = torch.randn(50, 4, dtype=torch.float64)
     assert torch.allclose(t.inv(t(z).clone()), z, atol=1e-8)
+
+
+def test_iaf_built_from_a_mafs_parameters_is_its_inverse_and_the_densities_agree():
+    """An IAF built by its own constructor, its MADE parameters copied (not shared) from a MAF's
+    layers in reverse order: its one-pass map base -> data is the MAF's one-pass map data -> base,
+    g = f^{-1}, so each model's fast direction computes the other's slow one. Then, by the
+    change of variables, for every point z: log p_IAF(g(z)) + log p_MAF(z) = log N(z) + log N(g(z)),
+    each density computed by its own model (the IAF's density of a new point runs its D-pass
+    inverse, the MAF's its one pass); and MAF samples mapped by the IAF are the MAF's base noise."""
+    torch.manual_seed(0)
+    maf = _perturb(MAF(x_dim=4, num_layers=3, hidden_dims=(16,), normalize=False).double())
+    iaf = IAF(x_dim=4, num_layers=3, hidden_dims=(16,), normalize=False).double()
+    for k, layer in enumerate(iaf.layers):
+        layer.arn.load_state_dict(maf.layers[len(maf.layers) - 1 - k].inner.arn.state_dict())
+    assert not set(map(id, maf.parameters())) & set(map(id, iaf.parameters()))
+    f, g = maf.transform(), iaf.transform()
+    z = torch.randn(200, 4, dtype=torch.float64)
+    x = f(z)  # MAF sampling: the sequential (D-pass) inverse of its layers
+    assert torch.allclose(g(x.clone()), z, atol=1e-8)  # the IAF's one pass recovers the MAF's noise
+    assert torch.allclose(g.inv(z.clone()), x, atol=1e-8)
+    base = maf.base_dist()
+    with torch.no_grad():
+        # scoring each model's points with the other model's log-density, both ways
+        y = g(z)  # IAF samples
+        lhs = iaf.log_prob(y.clone()) + maf.log_prob(z)
+        assert torch.allclose(lhs, base.log_prob(z) + base.log_prob(y), atol=1e-8)
+        lhs = maf.log_prob(x.clone()) + iaf.log_prob(z)
+        assert torch.allclose(lhs, base.log_prob(x) + base.log_prob(z), atol=1e-8)
+    # the same density, computed the slow way: MAF's layers used as an IAF (`as_iaf`) score the
+    # MAF's samples as the MAF does, and the log-density of the base noise is recovered exactly
+    assert torch.allclose(maf.as_iaf().log_prob(x.clone()), maf.log_prob(x.clone()), atol=1e-8)
+    ladj = g.log_abs_det_jacobian(x, g(x))
+    assert torch.allclose(maf.log_prob(x.clone()), base.log_prob(z) + ladj, atol=1e-8)
+
+
+def _expected_unit_edges(flow, points=4):
+    """The unit graph the autograd Jacobian du/dx (u = f^{-1}(x)) implies at a few points: x_j -> x_i
+    where u_i depends on x_j only one way, x_i - x_j where the dependence goes both ways."""
+    t = flow.transform()
+    nz = torch.zeros(flow.dim, flow.dim, dtype=torch.bool)
+    for x in flow.sample(points):
+        jac = torch.autograd.functional.jacobian(lambda v: t.inv(v.reshape(1, -1)).reshape(-1), x.clone())
+        nz |= jac != 0
+    directed, undirected = set(), set()
+    for i in range(flow.dim):
+        for j in range(flow.dim):
+            if i != j and nz[i, j]:
+                if nz[j, i]:
+                    undirected.add((f"x[{min(i, j)}]", f"x[{max(i, j)}]"))
+                else:
+                    directed.add((f"x[{j}]", f"x[{i}]"))
+    return directed, undirected
+
+
+@pytest.mark.parametrize("name", ["maf", "coupling", "deep_realnvp", "iaf_2_layers", "spline"])
+def test_unit_graph_of_a_flow_is_its_jacobian_pattern(name):
+    import pgm
+
+    torch.manual_seed(0)
+    flow = {
+        "maf": lambda: MAF(x_dim=5, num_layers=1, hidden_dims=(16,)),
+        "coupling": lambda: RealNVP(x_dim=5, num_layers=1, hidden_dims=(8,)),
+        "deep_realnvp": lambda: RealNVP(x_dim=4, num_layers=4, hidden_dims=(8,)),
+        "iaf_2_layers": lambda: IAF(x_dim=4, num_layers=2, hidden_dims=(16,)),
+        "spline": lambda: SplineFlow(x_dim=4, num_layers=1, hidden_dims=(8,)),
+    }[name]()
+    g = pgm.graph_of(flow, level="unit")
+    directed, undirected = _expected_unit_edges(flow)
+    assert set(g.directed_edges) == directed and set(g.undirected_edges) == undirected
+    if name == "maf":  # the complete DAG of the MADE order
+        assert len(directed) == 10 and not undirected
+        order = flow.layers[0].inner.arn.permutation.tolist()
+        assert all(order.index(int(a[2])) < order.index(int(b[2])) for a, b in directed)
+    if name == "coupling":  # two blocks: each of the last 3 units depends on each of the first 2
+        assert directed == {(f"x[{j}]", f"x[{i}]") for j in range(2) for i in range(2, 5)} and not undirected
+    if name == "deep_realnvp":  # dense: every unit depends on every other, both ways
+        assert not directed and len(undirected) == 6
 
 
 def test_squeeze_roundtrip_and_order():
@@ -250,6 +368,16 @@ def test_program_is_one_data_site_and_mle_trains_through_fit():
     assert len(history) == 12
 
 
+def test_mle_learning_rate_halves_every_half_life():
+    flow = MAF(x_dim=2, num_layers=1, hidden_dims=(4,))
+    engine = inference.MaximumLikelihood(flow, lr=1e-2, lr_half_life=4)
+    for _ in range(9):
+        engine.step(torch.randn(8, 2))
+    assert engine.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** (8 / 4))
+    with pytest.raises(ValueError, match="lr_half_life"):
+        inference.MaximumLikelihood(flow, lr_half_life=0)
+
+
 def test_mle_recovers_a_2d_gaussian():
     torch.manual_seed(0)
     mean = torch.tensor([1.0, -2.0])
@@ -274,16 +402,31 @@ def test_dequantized_uniform_bytes_give_eight_bits_per_dim():
 
 @pytest.mark.slow
 def test_checkerboard_nll_reaches_the_entropy():
-    """Uniform on 8 unit squares: the entropy is log 8 nats (log 32 for the board scaled by 2).
-    Measured: 2.28 nats after these 25 epochs (0.20 above); the issue's 0.1 is not reached yet."""
+    """`pgm.data`'s checkerboard is uniform on 8 unit squares of [-2, 2]^2: its entropy is
+    log 8 = 2.079 nats. (The board of the FFJORD / neural-spline papers is this one scaled by 2,
+    on [-4, 4]^2 with squares of side 2: entropy log 32 = 3.466 nats; a scaling shifts every
+    flow's NLL and the entropy by the same log 4, so the gap is the same.) A spline flow (3
+    rational-quadratic couplings, 24 bins) trained 25 epochs with a cosine-decayed learning rate
+    gets within 0.1 nats: measured 0.063 above the entropy on the test split, ~2 CPU minutes."""
     import pgm
 
-    data = pgm.data.load("checkerboard", n_samples=30000, seed=0)
-    flow = models.get("spline", **models.preset("spline").settings)
-    inference.fit(inference.MaximumLikelihood(flow, lr=2e-3), data.train, epochs=25, batch_size=256, progress=False, seed=0)
+    pyro_seed = 0
+    torch.manual_seed(pyro_seed)
+    data = pgm.data.load("checkerboard", n_samples=40000, seed=0)
+    flow = SplineFlow(x_dim=2, num_layers=3, hidden_dims=(64, 64), count_bins=24, bound=4.0)
+    engine = inference.MaximumLikelihood(flow, lr=5e-3)
+    epochs, batch_size = 25, 256
+    total = epochs * math.ceil(data.train.shape[0] / batch_size)
+
+    def cosine(info):  # the learning rate decays from 5e-3 to 0 along a half cosine
+        for group in engine.optimizer.param_groups:
+            group["lr"] = 5e-3 * 0.5 * (1 + math.cos(math.pi * min(info.step, total) / total))
+
+    inference.fit(engine, data.train, epochs=epochs, batch_size=batch_size, progress=False, seed=0, callbacks=cosine)
     with torch.no_grad():
         nll = float(-flow.log_prob(data.test).mean())
-    assert nll - math.log(8) < 0.25, nll
+    assert nll - math.log(8) < 0.1, nll
+    assert nll > math.log(8) - 0.05, nll  # a test NLL below the entropy would mean a wrong density
 
 
 def test_jacobian_pattern_is_the_order_dag_or_the_coupling_blocks():

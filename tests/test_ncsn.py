@@ -121,3 +121,16 @@ def test_ncsn_errors():
         NCSN(hidden_dim=4, num_layers=1).sample(3, init=torch.zeros(2, 2))
     with pytest.raises(NotImplementedError, match="score network"):
         NCSN(hidden_dim=4, num_layers=1).energy(torch.zeros(2, 2))
+
+
+def test_ncsn_program_is_drawn_as_one_observed_node():
+    """A score model has no density and no latents: its program is x under the flat measure, so
+    its graph is the single observed node x in the data plate; the network is not a node."""
+    import pgm
+
+    g = pgm.graph_of(NCSN(x_dim=2, hidden_dim=4, num_layers=1, num_levels=3), data_size=50)
+    spec = g.to_dict()
+    assert spec["nodes"] == {"x": {"kind": "observed", "dist": "ImproperUniform", "event_shape": [2], "plates": ["data"]}}
+    assert spec["directed_edges"] == [] and spec["undirected_edges"] == [] and spec["factors"] == {}
+    assert spec["plates"] == {"data": {"size": 50, "dim": -1}}
+    assert g.kind == "directed" and not g.latent

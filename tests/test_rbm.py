@@ -181,3 +181,15 @@ def test_free_energy_backward_is_the_autograd_gradient_of_the_free_energy(kind, 
         assert model.log_sigma.grad is None
     with pytest.raises(ValueError, match=r"v: expected shape \(batch, "):
         model.free_energy_backward(v[:, :2])
+
+
+def test_gaussian_rbm_sigma_is_fixed_or_the_start_of_learning():
+    fixed = GaussianRBM(v_dim=3, h_dim=2, sigma=0.5)
+    assert torch.allclose(fixed.sigma, torch.full((3,), 0.5)) and not fixed.log_sigma.requires_grad
+    learned = GaussianRBM(v_dim=3, h_dim=2, sigma=0.5, learn_sigma=True)
+    assert learned.log_sigma.requires_grad and torch.allclose(learned.sigma, torch.full((3,), 0.5))
+    # v | h ~ Normal(b + sigma W h, sigma^2): the conditional's spread is sigma
+    conditional = fixed.gibbs_conditionals()["v"]({"h": torch.ones(4000, 2)})
+    assert abs(float(conditional.sample().std(0).mean()) - 0.5) < 0.03
+    with pytest.raises(ValueError, match="sigma"):
+        GaussianRBM(v_dim=3, h_dim=2, sigma=0.0)
