@@ -8,13 +8,13 @@ data site whose distribution is an `Autoregressive` distribution:
             pyro.sample("x", self.distribution(x.shape[0]), obs=x)
 
 `Autoregressive.log_prob` scores all units in one parallel pass of the model's network
-(`conditional(x)`: the per-unit conditionals p(x_u | x_<u), computed from x with the
+(`conditionals(x)`: the per-unit conditionals p(x_u | x_<u), computed from x with the
 autoregressive property), and `sample` draws the units one step at a time in the model's order.
 `unit_log_prob(x)` gives log p(x_u | x_<u) per unit, which is how `pgm.graph_of(m,
 level="unit")` finds the unit graph by autograd.
 
 `AutoregressiveModel` is the shared base: `log_prob`, `energy`, `sample` and `complete(x, mask)`
-(fill the missing units given the observed ones) from a subclass's `conditional` and `steps`.
+(fill the missing units given the observed ones) from a subclass's `conditionals` and `steps`.
 """
 
 from __future__ import annotations
@@ -189,14 +189,14 @@ def named_mask(name: str, event_shape: Sequence[int]) -> torch.Tensor:
 
 class AutoregressiveModel(Model):
     """Base of the autoregressive zoo: a subclass sets `event_shape`, `support`, and implements
-    `conditional(x)` (per-unit conditionals, batch (B, *event_shape)) and `steps()` ((K, G) flat
+    `conditionals(x)` (per-unit conditionals, batch (B, *event_shape)) and `steps()` ((K, G) flat
     unit indices in generation order). The program has one data site "x" whose distribution is
     `self.distribution(batch_size)`."""
 
     event_shape: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ to implement
-    def conditional(self, x: torch.Tensor):
+    def conditionals(self, x: torch.Tensor):
         raise NotImplementedError
 
     def steps(self) -> torch.Tensor:
@@ -213,7 +213,7 @@ class AutoregressiveModel(Model):
     # ------------------------------------------------------------------ the program
     def distribution(self, batch_size: int):
         """The distribution of the data site for a batch of `batch_size`."""
-        return Autoregressive(self.conditional, self.event_shape, self.steps(), self.support, (batch_size,),
+        return Autoregressive(self.conditionals, self.event_shape, self.steps(), self.support, (batch_size,),
                               sampler=self._sampler(), dtype=self.dtype, device=self.device)
 
     def model(self, x: torch.Tensor):
@@ -288,7 +288,7 @@ class AutoregressiveModel(Model):
         mask = self._given_mask(x, mask)
         steps = self.steps()
         self._check_prefix(mask, steps)
-        return sequential_sample(self.conditional, steps, x, given=x, mask=mask)
+        return sequential_sample(self.conditionals, steps, x, given=x, mask=mask)
 
 
 def bernoulli(logits: torch.Tensor):

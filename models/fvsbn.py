@@ -46,5 +46,5 @@ class FVSBN(AutoregressiveModel):
         xp = x[..., self.order]
         return (xp @ (self.W * self.tril).T + self.b)[..., self.rank]
 
-    def conditional(self, x: torch.Tensor):
+    def conditionals(self, x: torch.Tensor):
         return bernoulli(self.logits(x))

@@ -91,7 +91,7 @@ class MADE(AutoregressiveModel):
         return self.net.order
 
     # ------------------------------------------------------------------ conditionals
-    def conditional(self, x: torch.Tensor):
+    def conditionals(self, x: torch.Tensor):
         out = self.net(x)                                              # (N, P, D)
         if self.likelihood == "bernoulli":
             return bernoulli(out[:, 0])
@@ -111,7 +111,7 @@ class MADE(AutoregressiveModel):
         """The autoregressive distribution of mask `k` (optionally with ordering `order`)."""
         def conditional(x):
             self.use_mask(k, order)
-            return self.conditional(x)
+            return self.conditionals(x)
 
         self.use_mask(k, order)
         return Autoregressive(conditional, self.event_shape, self.net.order.reshape(-1, 1).cpu().clone(), self.support,

@@ -48,14 +48,27 @@ class NADE(AutoregressiveModel):
         self.b = nn.Parameter(torch.zeros(x_dim))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logit of p(x_u = 1 | x_<u) for every unit u in one O(DH) pass: shape like x."""
+        """Logit of p(x_u = 1 | x_<u) for every unit u in one O(DH) pass: shape like x.
+
+        Training and evaluation go through `nade_logits` (blocks of units, a hand-written
+        backward); when x itself needs gradients (the unit graph's Jacobian) the same numbers
+        come from plain autograd over the cumulative sum (`logits_reference`)."""
+        if x.requires_grad:
+            return self.logits_reference(x)
+        xp = x[..., self.order]
+        flat = xp.reshape(-1, self.x_dim).to(self.W.dtype)
+        out = nade_logits(flat, self.W, self.c, self.V, self.b)
+        return out.reshape(xp.shape)[..., self.rank]
+
+    def logits_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """`logits` by autograd over an exclusive cumulative sum (one (N, D, H) tensor)."""
         xp = x[..., self.order]                                         # (N, D), generation order
         contrib = xp.unsqueeze(-1) * self.W.T                           # (N, D, H)
         pre = self.c + torch.cumsum(contrib, dim=-2) - contrib          # exclusive cumulative sum
         h = torch.sigmoid(pre)
         return (self.b + (h * self.V).sum(-1))[..., self.rank]
 
-    def conditional(self, x: torch.Tensor):
+    def conditionals(self, x: torch.Tensor):
         return bernoulli(self.logits(x))
 
     def _sampler(self):
@@ -91,3 +104,76 @@ class NADE(AutoregressiveModel):
         elif tuple(noise.shape) != (n, self.x_dim):
             raise ValueError(f"noise: expected shape ({n}, {self.x_dim}), got {tuple(noise.shape)}")
         return (self._incremental if method == "incremental" else self._naive)(noise)
+
+
+# ---------------------------------------------------------------------------------------------
+# NADE's logits in blocks of units. Plain autograd over the cumulative sum materialises several
+# (N, D, H) tensors (157 MB each for N=100, D=784, H=500), so a step is memory bound; here each
+# block of B units holds an (N, B, H) slab that stays in cache, and the backward recomputes the
+# hidden units of a block from the pre-activation saved at its start instead of storing them.
+# ---------------------------------------------------------------------------------------------
+
+
+def _block_size(n: int, h: int) -> int:
+    return max(1, min(64, 400_000 // max(1, n * h)))
+
+
+def _block_pre(a: torch.Tensor, xb: torch.Tensor, Wb: torch.Tensor) -> torch.Tensor:
+    """Pre-activations of a block's units: a + sum over the block's earlier units j of x_j W_j."""
+    n = xb.shape[1]
+    before = torch.ones(n, n, dtype=xb.dtype, device=xb.device).tril(-1)
+    return a.unsqueeze(1) + (xb.unsqueeze(1) * before) @ Wb.T          # (N, B, H)
+
+
+def _nade_forward(x, W, c, V, b, B):
+    N, D = x.shape
+    a = c.expand(N, -1).contiguous()
+    out = x.new_empty(N, D)
+    starts = []
+    for s in range(0, D, B):
+        e = min(s + B, D)
+        starts.append(a)
+        xb, Wb = x[:, s:e], W[:, s:e]
+        out[:, s:e] = (torch.sigmoid(_block_pre(a, xb, Wb)) * V[s:e]).sum(-1)
+        a = torch.addmm(a, xb, Wb.T)
+    return out + b, starts
+
+
+class _NADELogits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W, c, V, b, B):
+        out, starts = _nade_forward(x, W, c, V, b, B)
+        ctx.save_for_backward(x, W, V, *starts)
+        ctx.B = B
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W, V, *starts = ctx.saved_tensors
+        B, D = ctx.B, x.shape[1]
+        dW, dV = torch.empty_like(W), torch.empty_like(V)
+        later = torch.zeros_like(starts[0])            # sum of d pre over the units of later blocks
+        for i in reversed(range(len(starts))):
+            s, e = i * B, min((i + 1) * B, D)
+            xb, Wb = x[:, s:e], W[:, s:e]
+            h = torch.sigmoid(_block_pre(starts[i], xb, Wb))
+            gb = g[:, s:e].unsqueeze(-1)
+            dV[s:e] = (gb * h).sum(0)
+            dpre = h.mul_(1 - h).mul_(gb * V[s:e])                     # (N, B, H)
+            after = torch.ones(e - s, e - s, dtype=x.dtype, device=x.device).triu(1)
+            S = torch.matmul(after, dpre)                              # S[:, j] = sum over k > j of dpre[:, k]
+            S += later.unsqueeze(1)
+            dW[:, s:e] = torch.einsum("nj,njh->hj", xb, S)
+            later = later + dpre.sum(1)
+        return None, dW, later.sum(0), dV, g.sum(0), None
+
+
+def nade_logits(x: torch.Tensor, W: torch.Tensor, c: torch.Tensor, V: torch.Tensor, b: torch.Tensor,
+                block: int | None = None) -> torch.Tensor:
+    """NADE's logits for x (N, D) in generation order: b_k + V_k . sigmoid(c + W[:, <k] x_<k),
+    computed `block` units at a time (default: an (N, block, H) slab of about 400k numbers), with a
+    hand-written backward for W, c, V, b (x gets no gradient: use `NADE.logits_reference`)."""
+    B = block or _block_size(x.shape[0], W.shape[0])
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (W, c, V, b)):
+        return _NADELogits.apply(x, W, c, V, b, B)
+    return _nade_forward(x, W, c, V, b, B)[0]

@@ -18,8 +18,8 @@ __all__ = ["PixelCNN"]
 
 
 @register("pixelcnn", x_dim=25, hidden=8, num_layers=2,
-          train=dict(settings=dict(hidden=16, num_layers=3), engine="mle", data="digits",
-                     data_settings=dict(binarize=True), epochs=30, batch_size=64, lr=3e-3))
+          train=dict(settings=dict(hidden=16, num_layers=3, first_kernel=5), engine="mle", data="digits",
+                     data_settings=dict(binarize=True), epochs=60, batch_size=64, lr=3e-3))
 class PixelCNN(AutoregressiveModel):
     """PixelCNN over images generated in raster order (a pixel's channels together).
 
@@ -74,7 +74,7 @@ class PixelCNN(AutoregressiveModel):
             return constraints.independent(constraints.boolean, len(self.event_shape))
         return constraints.independent(constraints.integer_interval(0, self.levels - 1), len(self.event_shape))
 
-    def conditional(self, x: torch.Tensor):
+    def conditionals(self, x: torch.Tensor):
         img = x.reshape(x.shape[0], *self.image_shape)
         out = self.net(img if self.levels == 2 else img / (self.levels - 1))     # (N, P, C, H, W)
         if self.levels == 2:
