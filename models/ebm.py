@@ -268,7 +268,7 @@ class GaussianEBM(Model):
 # ClassifierEBM: a classifier's logits as an energy (JEM)
 # ---------------------------------------------------------------------------------------------
 @register("classifier_ebm", x_dim=2, num_classes=2,
-          train=dict(engine="pcd", data="moons", epochs=30, batch_size=128, lr=1e-3))
+          train=dict(engine="nce", data="moons", epochs=30, batch_size=128, lr=1e-3))
 class ClassifierEBM(Model):
     """A classifier read as an energy-based model of the joint (Grathwohl et al. 2019).
 
