@@ -17,13 +17,11 @@ without a second pass.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from pyro.distributions import constraints
-from pyro.distributions.torch_transform import TransformModule
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms import ComposeTransform, Permute
 from torch import nn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.autoregressive import AutoregressiveModel, bernoulli, sequential_sample
+from models.autoregressive import AutoregressiveModel, bernoulli
 from models import checks
 from models.masked_nets import check_order
 from models.registry import register

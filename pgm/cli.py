@@ -612,7 +612,6 @@ def _complete(args, config, model) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import contextlib
-    import json
     import math
 
     from inference import evaluate
