@@ -24,7 +24,7 @@ __all__ = ["BoltzmannMachine"]
 
 
 @register("boltzmann_machine", v_dim=6, h_dim=3,
-          train=dict(settings=dict(h_dim=12), engine="pcd", data="digits", epochs=40, batch_size=64, lr=2e-3))
+          train=dict(settings=dict(h_dim=12), engine="cd", data="digits", epochs=40, batch_size=64, lr=2e-3))
 class BoltzmannMachine(VisibleHidden):
     """General (semi-restricted when `hidden_lateral=False`) Boltzmann machine.
 
