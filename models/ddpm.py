@@ -123,9 +123,14 @@ def _positive_int(arg: str, value) -> int:
 
 
 #: `pgm train ddpm`: the 8x8 digits in a few CPU minutes (about 3,000 steps of a 256-wide MLP).
+def _log1mexp(a: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(a)) for a <= 0, accurate at both ends (Maechler 2012)."""
+    return torch.where(a > -math.log(2), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+
 DIGITS_PRESET = dict(
     settings=dict(num_steps=1000, schedule="cosine", prediction="v", network="mlp", hidden_dim=256, num_layers=3,
-                  shift=0.5, scale=0.5, clip=(0.0, 1.0)),
+                  shift=0.5, scale=0.5, clip=(0.0, 1.0), levels=17),
     engine="diffusion", engine_settings={"ema_decay": 0.995}, data="digits", epochs=250, batch_size=128, lr=1e-3,
 )
 
@@ -143,7 +148,12 @@ class DDPM(Model):
     - `num_classes`: labels for a conditional model p(x | y) (None: unconditional);
     - `shift`, `scale`: data = shift + scale * x_0 (the diffusion runs on x_0);
     - `clip`: (low, high) in data space: `sample` clips its estimates of x_0 to this range
-      (sampling only; the program and the ELBO never clip).
+      (sampling only; the program and the ELBO never clip);
+    - `levels`: grey levels of discrete data in [0, 1] (values k / (levels - 1), as `pgm.data`
+      stores them; None: continuous data). With levels, the bound's last term -log p(x | x_1) is
+      the discretized Gaussian of Ho et al. (2020): the probability of x's quantization cell
+      (the outer cells open to +-infinity), so `elbo` and `bits_per_dim` bound the
+      log-probability of the discrete data (bits/dim >= 0) rather than a density.
 
     >>> import torch
     >>> ddpm = DDPM(x_dim=2, num_steps=3, hidden_dim=8, num_layers=1)
@@ -170,6 +180,7 @@ class DDPM(Model):
         shift: float = 0.0,
         scale: float = 1.0,
         clip: tuple[float, float] | None = None,
+        levels: int | None = None,
         x_shape=None,
     ) -> None:
         super().__init__()
@@ -202,6 +213,7 @@ class DDPM(Model):
         self.num_classes = num_classes
         self.conditional = num_classes is not None  # trained on (x, labels)
         self.shift, self.scale, self.clip = float(shift), float(scale), clip
+        self.levels = None if levels is None else checks.int_at_least("levels", levels, 2)
         if net is None:
             options = dict(hidden_dim=hidden_dim, num_layers=num_layers) if network == "mlp" else dict(channels=tuple(channels))
             net = noise_network(network, self.x_shape, num_classes=num_classes, **options)
@@ -388,16 +400,47 @@ class DDPM(Model):
             a, s = self._at("sqrt_alphas_bar", t, x_t), self._at("sqrt_one_minus_alphas_bar", t, x_t)
             x0_hat = (x_t - s * out) / a if self.prediction == "eps" else a * x_t - s * out
         sq = (x0 - x0_hat).pow(2).sum(dims)
-        return self.vlb_const[t] + self.vlb_coef[t] * sq
+        term = self.vlb_const[t] + self.vlb_coef[t] * sq
+        if self.levels is not None:  # discrete data: the t = 1 term is a cell's probability
+            first = t == 1
+            if bool(first.any()):
+                term = torch.where(first, self.discrete_nll(x0, x0_hat), term)
+        return term
+
+    def discrete_nll(self, x0: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """-log P(x | x_1) of data on the `levels` grid (nats per datum, shape (*batch,)): each unit's
+        probability is the mass of N(mean, sigma_1^2) over its quantization cell x0 +- half a
+        level (in the diffusion's units), the lowest and highest cells open to -+infinity. `x0`
+        and `mean` (the predicted x_0) are in the diffusion's units, shape (*batch, *x_shape)."""
+        half = 0.5 / ((self.levels - 1) * self.scale)
+        sigma = self.sigmas[1]
+        k = torch.round(self.to_data(x0) * (self.levels - 1))
+        inf = torch.full_like(x0, math.inf)
+        low = torch.where(k <= 0, -inf, (x0 - half - mean) / sigma)
+        high = torch.where(k >= self.levels - 1, inf, (x0 + half - mean) / sigma)
+        # log(Phi(high) - Phi(low)), from the tail on the side where both bounds lie away from it
+        upper_side = low > 0
+        a = torch.where(upper_side, -low, high)  # the larger of the two, mirrored when low > 0
+        b = torch.where(upper_side, -high, low)
+        log_a, log_b = torch.special.log_ndtr(a), torch.special.log_ndtr(b)
+        log_p = log_a + _log1mexp(log_b - log_a)
+        dims = tuple(range(x0.dim() - len(self.x_shape), x0.dim()))
+        return -log_p.sum(dims)
 
     @torch.no_grad()
     def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, *, chunk: int = 64) -> torch.Tensor:
         """The evidence lower bound of each datum (nats, shape (batch,)): L_T and the KL terms in
         closed form, one draw of x_t ~ q(x_t | x_0) per step (the estimate of Ho et al. 2020 and
-        Nichol & Dhariwal 2021). `chunk`: steps evaluated per network call."""
+        Nichol & Dhariwal 2021); with `levels`, a bound on the log-probability of the discrete
+        data (see the class docstring). `chunk`: steps evaluated per network call."""
         if not torch.is_tensor(x) or tuple(x.shape[1:]) != self.x_shape:
             raise ValueError(f"x: expected a tensor of shape (n, *{self.x_shape}), got {tuple(getattr(x, 'shape', ()))}")
         x = x.to(device=self.device, dtype=self.dtype)
+        if self.levels is not None:
+            grid = x * (self.levels - 1)
+            if bool(((grid - grid.round()).abs() > 1e-4).any() | (x < 0).any() | (x > 1).any()):
+                raise ValueError(f"x: expected data on the {self.levels}-level grid k / {self.levels - 1} in [0, 1] "
+                                 f"(levels={self.levels}), got values such as {float(x.flatten()[0]):.4g}")
         n = x.shape[0]
         y = self._labels(y, n, x.device)
         x0 = self.from_data(x)
@@ -413,8 +456,8 @@ class DDPM(Model):
         return -total
 
     def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
-        """-ELBO in bits per dimension, averaged over the data (on continuous data this bounds a
-        density, so it may be negative)."""
+        """-ELBO in bits per dimension, averaged over the data (with `levels`, of the discrete
+        data, >= 0; on continuous data it bounds a density, so it may be negative)."""
         return float(-self.elbo(x, y).mean()) / (math.prod(self.x_shape) * math.log(2))
 
     # ------------------------------------------------------------------ sampling

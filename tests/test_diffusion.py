@@ -458,3 +458,38 @@ def test_collapsed_drawing_and_the_command_line(tmp_path, capsys):
     assert "5 nodes, 4 directed" in capsys.readouterr().out
     assert main(["draw", "ddpm", "-o", str(tmp_path / "f.png"), "--full-chain"]) == 0
     assert "11 nodes, 10 directed" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- discrete data: the discretized decoder
+def test_the_discretized_last_step_sums_to_one_over_the_grid():
+    torch.manual_seed(0)
+    m = models.DDPM(x_dim=2, num_steps=4, hidden_dim=8, num_layers=1, shift=0.5, scale=0.5, levels=5).double()
+    grid = torch.linspace(0, 1, 5, dtype=torch.float64)
+    x = torch.cartesian_prod(grid, grid)  # all 25 states of two 5-level units
+    x_1 = torch.randn(1, 2, dtype=torch.float64).expand(25, 2)  # one x_1, the network's output fixed
+    t = torch.ones(25, dtype=torch.long)
+    with torch.no_grad():
+        terms = m.vlb_term(m.from_data(x), x_1, t, m._net(x_1, t))
+    assert float(torch.exp(-terms).sum()) == pytest.approx(1.0, abs=1e-9)
+    # a cell far in a tail keeps a finite log-probability (no log(0))
+    far = m.discrete_nll(m.from_data(torch.tensor([[0.5, 0.25]], dtype=torch.float64)),
+                         torch.tensor([[40.0, -40.0]], dtype=torch.float64))
+    assert torch.isfinite(far).all() and float(far) > 100
+
+
+def test_with_levels_the_bound_is_a_log_probability_of_the_discrete_data():
+    torch.manual_seed(0)
+    kwargs = dict(x_dim=3, num_steps=20, hidden_dim=16, num_layers=1, shift=0.5, scale=0.5)
+    discrete, continuous = models.DDPM(**kwargs, levels=17), models.DDPM(**kwargs)
+    continuous.load_state_dict(discrete.state_dict())
+    x = torch.randint(0, 17, (64, 3)).float() / 16
+    torch.manual_seed(1)
+    bound = discrete.elbo(x)
+    assert bool((bound <= 0).all()) and discrete.bits_per_dim(x) > 0
+    torch.manual_seed(1)  # the same draws: only the t = 1 term differs
+    other = continuous.elbo(x)
+    assert not torch.allclose(bound, other)
+    with pytest.raises(ValueError, match="17-level grid"):
+        discrete.elbo(torch.full((2, 3), 0.3))
+    with pytest.raises(ValueError, match="levels"):
+        models.DDPM(x_dim=3, levels=1)
