@@ -7,7 +7,7 @@ from torch import nn
 
 from models.autoregressive import AutoregressiveModel, bernoulli
 from models import checks
-from models.masked_nets import check_order
+from models.masked_nets import order_and_rank
 from models.registry import register
 
 __all__ = ["FVSBN"]
@@ -32,9 +32,7 @@ class FVSBN(AutoregressiveModel):
         init_scale = checks.finite_float("init_scale", init_scale, nonnegative=True)
         self.x_dim = x_dim
         self.event_shape = (x_dim,)
-        order = check_order(order, x_dim)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(x_dim)
+        order, rank = order_and_rank(order, x_dim)
         self.register_buffer("order", order)
         self.register_buffer("rank", rank)
         self.register_buffer("tril", torch.ones(x_dim, x_dim).tril(-1))

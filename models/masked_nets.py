@@ -33,6 +33,7 @@ __all__ = [
     "PixelCNNNet",
     "GatedPixelCNNNet",
     "check_order",
+    "order_and_rank",
 ]
 
 
@@ -44,6 +45,27 @@ def check_order(order, dim: int, name: str = "order") -> torch.Tensor:
     if t.numel() != dim or not torch.equal(t.sort().values, torch.arange(dim)):
         raise ValueError(f"{name}: expected a permutation of 0..{dim - 1}, got {t.tolist()}")
     return t
+
+
+def order_and_rank(order, dim: int, name: str = "order") -> tuple[torch.Tensor, torch.Tensor]:
+    """(`order` checked as by `check_order`, its inverse `rank`): unit `order[i]` comes i-th in
+    the ordering and `rank[order[i]] = i`.
+
+    >>> order_and_rank([2, 0, 1], 3)
+    (tensor([2, 0, 1]), tensor([1, 2, 0]))
+    """
+    order = check_order(order, dim, name)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(dim)
+    return order, rank
+
+
+def _check_sizes(in_channels: int, hidden: int, num_layers: int, params_per_unit: int) -> None:
+    for name, v in (("in_channels", in_channels), ("hidden", hidden), ("params_per_unit", params_per_unit)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if not isinstance(num_layers, int) or num_layers < 0:
+        raise ValueError(f"num_layers: expected a non-negative int, got {num_layers!r}")
 
 
 class MaskedLinear(nn.Linear):
@@ -122,9 +144,7 @@ class MADENet(nn.Module):
         """Set the ordering (`order`, default 0..D-1) and the hidden degrees: evenly spread, or
         drawn at random from `generator` (or a generator seeded with `seed`)."""
         D = self.input_dim
-        order = check_order(order, D)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(D)
+        order, rank = order_and_rank(order, D)
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
         in_degree = rank + 1  # 1..D
@@ -233,11 +253,7 @@ class PixelCNNNet(nn.Module):
     def __init__(self, in_channels: int = 1, hidden: int = 64, num_layers: int = 5, params_per_unit: int = 1,
                  first_kernel: int = 7, kernel: int = 3) -> None:
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("hidden", hidden), ("params_per_unit", params_per_unit)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        if not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"num_layers: expected a non-negative int, got {num_layers!r}")
+        _check_sizes(in_channels, hidden, num_layers, params_per_unit)
         self.in_channels, self.params_per_unit = in_channels, params_per_unit
         self.first = MaskedConv2d(in_channels, hidden, first_kernel, "A")
         self.blocks = nn.ModuleList(MaskedConv2d(hidden, hidden, kernel, "B") for _ in range(num_layers))
@@ -302,11 +318,7 @@ class GatedPixelCNNNet(nn.Module):
     def __init__(self, in_channels: int = 1, hidden: int = 64, num_layers: int = 5, params_per_unit: int = 1,
                  first_kernel: int = 7, kernel: int = 3) -> None:
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("hidden", hidden), ("params_per_unit", params_per_unit)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        if not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"num_layers: expected a non-negative int, got {num_layers!r}")
+        _check_sizes(in_channels, hidden, num_layers, params_per_unit)
         for name, k in (("first_kernel", first_kernel), ("kernel", kernel)):
             if not isinstance(k, int) or k < 3 or k % 2 == 0:
                 raise ValueError(f"{name}: expected an odd int >= 3, got {k!r}")

@@ -7,7 +7,7 @@ from torch import nn
 
 from models.autoregressive import AutoregressiveModel, bernoulli
 from models import checks
-from models.masked_nets import check_order
+from models.masked_nets import order_and_rank
 from models.registry import register
 
 __all__ = ["NADE"]
@@ -37,9 +37,7 @@ class NADE(AutoregressiveModel):
         init_scale = checks.finite_float("init_scale", init_scale, nonnegative=True)
         self.x_dim, self.h_dim = x_dim, h_dim
         self.event_shape = (x_dim,)
-        order = check_order(order, x_dim)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(x_dim)
+        order, rank = order_and_rank(order, x_dim)
         self.register_buffer("order", order)
         self.register_buffer("rank", rank)
         self.W = nn.Parameter(init_scale * torch.randn(h_dim, x_dim))   # columns in generation order
