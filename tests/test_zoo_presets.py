@@ -7,11 +7,14 @@ default data:
   bound) is above that of the independent-pixel Bernoulli (binary data) or the single Gaussian
   (continuous data) fitted to the training split, by `MARGIN` nats per datum;
 - samples: the two-sample distance between the run's samples and the test data is below half
-  of that of the baseline's samples: the Frechet distance in the features of the project's
-  digit classifier for the digits (an MMD with a wide kernel on binary pixels mostly compares
-  pixel marginals, which the independent-pixel baseline matches by construction, and would
-  rank a model stuck in three digits above diverse digits), MMD (Gaussian kernels at the
-  median heuristic's width and at a quarter and a sixteenth of it) for the other data (within
+  of that of the baseline's samples: for binary digits the Frechet distance in the features of
+  the project's digit classifier (an MMD with a wide kernel on binary pixels mostly compares
+  pixel marginals, which the independent-pixel baseline matches by construction, and ranked a
+  model stuck in three digits above diverse digits); for the 2D toys an MMD with Gaussian
+  kernels at the median heuristic's width and at a quarter and a sixteenth of it (at the median
+  width alone, samples on a line beat the Gaussian); for grey images an MMD at the median
+  width (the full-covariance Gaussian is a strong baseline in classifier features: FD 7-9 on
+  the test digits, near the models') (within
   1.5 times it for a model of the baseline's own family, the Gaussian EBM); for models with
   global latents the posterior predictive must beat the prior predictive instead (MMD, or the
   energy score when a draw is a whole data set).
@@ -51,14 +54,14 @@ SAME_FAMILY_RATIO = 1.5
 MMD_SCALES = (1 / 16, 1 / 4, 1.0)
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor) -> float:
+def mmd(x: torch.Tensor, y: torch.Tensor, scales=MMD_SCALES) -> float:
     """Unbiased squared MMD with a sum of Gaussian kernels exp(-d^2 / (s m)), m the median squared
-    pairwise distance and s in `MMD_SCALES`."""
+    pairwise distance and s in `scales`."""
     x, y = x.reshape(len(x), -1).double(), y.reshape(len(y), -1).double()
     z = torch.cat([x, y])
     d2 = torch.cdist(z, z).pow(2)
     median = d2[d2 > 0].median()
-    k = sum(torch.exp(-d2 / (s * median)) for s in MMD_SCALES)
+    k = sum(torch.exp(-d2 / (s * median)) for s in scales)
     n, m = len(x), len(y)
     kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
     return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
@@ -107,7 +110,15 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 
 #: Presets known to miss the bar, and why (kept visible, not skipped).
+_GREY = ("on the grey digits the full-covariance Gaussian is a strong baseline for both statistics with 180 test "
+         "digits (MMD {base}, FD 7-9), though its samples are blobs; this preset's recognisable digits measure {ours}")
 KNOWN_SHORT = {
+    "ddpm": _GREY.format(base=0.0018, ours="MMD 0.018, FD 12.7 (FD 7.2 with 1,000 samples)"),
+    "ddpm_conditional": _GREY.format(base=0.0018, ours="MMD 0.029, FD 28.1"),
+    "glow": _GREY.format(base=0.0015, ours="MMD 0.0052, FD 10.5"),
+    "maf": _GREY.format(base=0.0015, ours="MMD 0.0087, FD 11.9"),
+    "ncsn": "the NCSN's annealed-Langevin samples of the moons are wider than the data: at the narrow kernel "
+            "widths their MMD exceeds the Gaussian's (0.091 vs 0.076 summed over the three widths)",
     "gaussian_rbm": "the Gaussian RBM's samples on the moons come within 0.6-0.9x of the Gaussian's MMD, not 0.5x: "
                     "CD-1/CD-5/PCD, sigma fixed at 0.3-1 or learned, 64-256 hidden units tried; its means are sums "
                     "of weight columns, which draw straight streaks rather than curved moons",
@@ -151,13 +162,14 @@ def test_the_preset_run_beats_the_baselines(name, tmp_path, capsys):
         return
 
     kind, base_ll, base_samples = baseline(train, test, n)
-    if config["data"] == "digits":  # images: the Frechet distance in the digit classifier's features
+    if config["data"] == "digits" and kind == "binary":  # the Frechet distance in the digit classifier's features
         statistic = "FD"
         real = features(test[:n])
         ours, theirs = frechet_distance(real, features(drawn)), frechet_distance(real, features(base_samples))
-    else:
+    else:  # the 2D toys at three kernel widths; grey images at the median width
         statistic = "MMD"
-        ours, theirs = mmd(drawn, test[:n]), mmd(base_samples, test[:n])
+        scales = MMD_SCALES if test[0].numel() <= 2 else (1.0,)
+        ours, theirs = mmd(drawn, test[:n], scales), mmd(base_samples, test[:n], scales)
     bound = SAME_FAMILY_RATIO * theirs if name in SAME_FAMILY else 0.5 * theirs
     assert ours < bound, f"{name}: sample {statistic} {ours:.4f}, baseline's {theirs:.4f}"
     if name in SAMPLES_ONLY:
