@@ -76,7 +76,7 @@ def _draw(model, n, engine, mean, start, steps, options) -> torch.Tensor:
     capabilities = model.capabilities()
     globals_ = global_latents(model) if "latents" in capabilities else []
     if globals_:
-        drawn = _posterior_predictive(model, n, globals_, engine)
+        drawn = _posterior_predictive(model, n, globals_, engine, start)
         if drawn is not None:
             return drawn
     if "sample" in capabilities:
@@ -92,15 +92,23 @@ def _draw(model, n, engine, mean, start, steps, options) -> torch.Tensor:
     return _markov_chain(model, n, start, steps)
 
 
-def _posterior_predictive(model, n: int, globals_: list[str], engine) -> torch.Tensor | None:
+def _posterior_predictive(model, n: int, globals_: list[str], engine, start=None) -> torch.Tensor | None:
     """Data drawn given global latents from the fitted posterior: one posterior draw per
-    datum when the program's data are independent given them."""
+    datum when the program's data are independent given them. An engine that needs the
+    program's arguments for its posterior (SVI's guide, reloaded from a run) gets `start`."""
     posterior = None
     if engine is not None:
+        failures = (NotImplementedError, AttributeError, RuntimeError, ValueError, TypeError)
         try:
             posterior = engine.posterior(n)
-        except (NotImplementedError, AttributeError, RuntimeError, ValueError):
+        except failures:
             posterior = None
+            if start is not None:
+                args = tuple(start) if isinstance(start, (tuple, list)) else (start,)
+                try:
+                    posterior = engine.posterior(n, *args)
+                except failures:
+                    posterior = None
     if posterior is not None:
         values = {name: posterior.flat(name) for name in globals_ if name in posterior}
         total = next(iter(values.values())).shape[0] if values else 0

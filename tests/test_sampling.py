@@ -64,3 +64,29 @@ def test_each_draw_takes_its_own_draw_of_the_guide():
     torch.manual_seed(0)
     x = draw(model, 2000)
     assert abs(float(x.std()) - (1 + 0.1 ** 2) ** 0.5) < 0.06
+
+
+def test_an_engine_whose_posterior_needs_the_data_is_given_the_start_data():
+    # an SVI engine reloaded from a run has not stepped: its posterior needs the program's data
+    model = models.NormalNormal(prior_loc=0.0, prior_scale=10.0, noise_scale=0.1)
+    (name,) = global_latents(model)
+
+    class Posterior:
+        def __init__(self, values):
+            self.values = values
+
+        def __contains__(self, site):
+            return site == name
+
+        def flat(self, site):
+            return self.values
+
+    class Reloaded:
+        def posterior(self, n, *args):
+            if not args:
+                raise ValueError("posterior: pass the program's arguments (the data)")
+            return Posterior(torch.full((n,), float(args[0].mean())))
+
+    torch.manual_seed(0)
+    x = draw(model, 400, engine=Reloaded(), start=torch.full((50,), 7.0))
+    assert abs(float(x.mean()) - 7.0) < 0.05 and abs(float(x.std()) - 0.1) < 0.02
